@@ -1,0 +1,224 @@
+"""The QWen-7B v1 decoder with audio injection and an explicit KV cache (keys under `transformer.`, `lm_head`).
+
+Rows of a batch may be left-padded: `pad[b]` leading columns of row b are not attended to, and its
+rotary positions start at 0 after them, so a padded row computes what it would alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .encoder import AudioEncoder
+
+
+def ntk_alpha(n_tokens: int, seq_length: int) -> float:
+    """Dynamic NTK factor chosen at prefill from the prompt length (1 up to `seq_length` tokens)."""
+    context_value = math.log(n_tokens / seq_length, 2) + 1
+    return max(2 ** math.ceil(context_value) - 1, 1)
+
+
+class KVCache:
+    """Keys and values of every layer: n_layer x [B, n_head, capacity, head_dim], written in place.
+
+    Columns are batch columns (including left padding); `update` writes columns [start, start + S)
+    and returns the columns [0, start + S) that the new queries may see.
+    """
+
+    def __init__(self, n_layer: int, batch: int, n_head: int, head_dim: int, capacity: int,
+                 dtype: torch.dtype, device: torch.device | str):
+        shape = (batch, n_head, capacity, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[2]
+
+    def grow(self, capacity: int) -> None:
+        """Keep the contents, make room for `capacity` columns (no-op if there is room)."""
+        if capacity <= self.capacity:
+            return
+        extra = capacity - self.capacity
+        self.k = [F.pad(t, (0, 0, 0, extra)) for t in self.k]
+        self.v = [F.pad(t, (0, 0, 0, extra)) for t in self.v]
+
+    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = start + k.shape[2]
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [B, H, S, head_dim]; cos, sin: [B, 1, S, head_dim] float32. Computed in float32."""
+    xf = x.float()
+    return (xf * cos + _rotate_half(xf) * sin).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.c_attn = nn.Linear(cfg.dim, 3 * cfg.dim)
+        self.c_proj = nn.Linear(cfg.dim, cfg.dim, bias=not cfg.no_bias)
+
+    def forward(self, x, rope, logn, mask, cache: KVCache | None, layer: int, start: int) -> torch.Tensor:
+        """x: [B, S, dim]; logn: [B, 1, S, 1] or None; mask: [B, 1, S, K] bool. Returns [B, S, dim]."""
+        b, s, d = x.shape
+        q, k, v = (t.view(b, s, self.n_head, self.head_dim).transpose(1, 2) for t in self.c_attn(x).split(d, dim=2))
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if cache is not None:
+            k, v = cache.update(layer, start, k, v)
+        if logn is not None:  # LogN scaling of queries past the training length
+            q = q * logn.type_as(q)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.c_proj(o.transpose(1, 2).reshape(b, s, d))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        bias = not cfg.no_bias
+        self.w1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=bias)
+        self.w2 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=bias)  # the gate
+        self.c_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(self.w1(x) * F.silu(self.w2(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln_1 = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.ln_2 = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, rope, logn, mask, cache, layer, start):
+        x = x + self.attn(self.ln_1(x), rope, logn, mask, cache, layer, start)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.audio = AudioEncoder(cfg.audio)
+
+
+class QwenAudioLM(nn.Module):
+    """Token ids (+ audio features) -> next-token logits. Tensors in, tensors out: no I/O, no sampling."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.transformer = Transformer(cfg)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        c = self.config
+        return KVCache(c.n_layer, batch, c.n_head, c.head_dim, capacity, self.dtype, self.device)
+
+    def embed(self, tokens: torch.Tensor, audio: list[torch.Tensor] = ()) -> torch.Tensor:
+        """tokens: [B, S] -> [B, S, dim]; each `<audio>`..`</audio>` span (row-major order) takes the next
+        clip's [span, dim] features in place of its word embeddings."""
+        x = self.transformer.wte(tokens)
+        start_id = self.config.audio.audio_start_id
+        starts = (tokens == start_id).nonzero().tolist()
+        ends = (tokens == start_id + 1).nonzero().tolist()
+        if len(starts) != len(audio) or len(ends) != len(audio):
+            raise ValueError(f"{len(starts)} audio spans in the tokens but {len(audio)} clips given")
+        for (row, a), (row_e, e), feats in zip(starts, ends, audio):
+            if row != row_e or e - a + 1 != feats.shape[0]:
+                raise ValueError(f"audio span [{a}, {e}] of row {row} does not fit features of length {feats.shape[0]}")
+            x[row, a : e + 1] = feats.to(x.dtype)
+        return x
+
+    def rope(self, positions: torch.Tensor, alpha: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [B, 1, S, head_dim] (float32) for positions [B, S] with each row's NTK alpha."""
+        d = self.config.head_dim
+        rows = []
+        for b, a in enumerate(alpha):
+            base = self.config.rope_base * a ** (d / (d - 2))
+            inv_freq = 1.0 / (base ** (torch.arange(0, d, 2, device=positions.device).float() / d))
+            freqs = positions[b].float()[:, None] * inv_freq[None, :]
+            rows.append(torch.cat((freqs, freqs), dim=-1))
+        emb = torch.stack(rows)[:, None]
+        return emb.cos(), emb.sin()
+
+    def logn(self, positions: torch.Tensor) -> torch.Tensor | None:
+        """[B, 1, S, 1] query scale log_{seq_length}(p + 1) past the training length, or None."""
+        n = self.config.seq_length
+        if not self.config.use_logn_attn or int(positions.max()) + 1 <= n:
+            return None
+        p1 = (positions + 1).double()
+        scale = torch.where(p1 > n, torch.log(p1) / math.log(n), torch.ones_like(p1))
+        return scale.float()[:, None, :, None]
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        start: int = 0,
+        cache: KVCache | None = None,
+        *,
+        audio: list[torch.Tensor] = (),
+        pad: torch.Tensor | None = None,
+        alpha: list[float] | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """tokens: [B, S] at batch columns [start, start + S). Returns logits [B, S or 1, vocab] (float32).
+
+        pad: [B] left-padding columns per row (default none); alpha: each row's NTK alpha (default 1).
+        Without a cache, `start` must be 0 and the call sees only `tokens`.
+        """
+        b, s = tokens.shape
+        device = tokens.device
+        pad = torch.zeros(b, dtype=torch.long, device=device) if pad is None else pad.to(device)
+        alpha = alpha or [1.0] * b
+        cols = torch.arange(start, start + s, device=device)
+        positions = (cols[None, :] - pad[:, None]).clamp(min=0)  # [B, S]
+        keys = torch.arange(start + s, device=device)
+        causal = keys[None, None, :] <= cols[None, :, None]
+        # Padding columns are never attended to; a padding query sees only itself so it stays finite.
+        mask = (causal & (keys[None, None, :] >= pad[:, None, None])) | (keys[None, None, :] == cols[None, :, None])
+        mask = mask[:, None]  # [B, 1, S, K]
+        rope = self.rope(positions, alpha)
+        logn = self.logn(positions)
+        x = self.embed(tokens, list(audio))
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, rope, logn, mask, cache, i, start)
+        if last_only:
+            x = x[:, -1:]
+        return self.lm_head(self.transformer.ln_f(x)).float()

@@ -1,0 +1,138 @@
+"""Read a checkpoint folder into a model built on the meta device: every key and shape checked first."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+# Names in the official checkpoint map one to one onto this project's modules (`transformer.h.0.attn.
+# c_attn.weight` is `model.transformer.h[0].attn.c_attn.weight`). Keys matching IGNORED_KEYS are
+# buffers that carry no learned weights: the published code's masks and rotary tables, and the
+# encoder's sinusoidal positions, which the model computes in float32 (see encoder.py).
+IGNORED_KEYS = re.compile(
+    r"^transformer\.h\.\d+\.attn\.(masked_bias|bias|rotary_emb\.inv_freq)$"
+    r"|^transformer\.rotary_emb\.inv_freq$"
+    r"|^transformer\.audio\.positional_embedding$"
+)
+
+
+def _shards(folder: Path) -> tuple[str, dict[str, str]]:
+    """('safetensors' | 'bin', {key: shard file name}) from the index, or from a single file."""
+    for kind, index, single in (
+        ("safetensors", "model.safetensors.index.json", "model.safetensors"),
+        ("bin", "pytorch_model.bin.index.json", "pytorch_model.bin"),
+    ):
+        if (folder / index).is_file():
+            try:
+                weight_map = json.loads((folder / index).read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise CheckpointError(f"{folder / index}: not a valid weight index ({e})") from e
+            missing = sorted({f for f in weight_map.values() if not (folder / f).is_file()})
+            if missing:
+                raise CheckpointError(f"{folder}: shard(s) named in {index} are missing: {', '.join(missing)}")
+            return kind, weight_map
+        if (folder / single).is_file():
+            return kind, {k: single for k in _keys_of(folder / single, kind)}
+    raise CheckpointError(f"{folder}: no weights found (expected *.safetensors or pytorch_model*.bin with an index)")
+
+
+def _keys_of(path: Path, kind: str) -> list[str]:
+    return list(_shapes_of(path, kind))
+
+
+def _shapes_of(path: Path, kind: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of one shard, read from its header without loading the data."""
+    try:
+        if kind == "safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        state = torch.load(path, map_location="meta", weights_only=True, mmap=True)
+        return {k: tuple(v.shape) for k, v in state.items()}
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read this weight file ({type(e).__name__}: {e})") from e
+
+
+def _ignored(key: str) -> bool:
+    return IGNORED_KEYS.match(key) is not None
+
+
+def check_checkpoint(folder: Path, model: nn.Module) -> tuple[str, dict[str, str]]:
+    """Compare every key and shape of the checkpoint with `model`; raise CheckpointError naming the first problem."""
+    kind, weight_map = _shards(folder)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found: dict[str, tuple[int, ...]] = {}
+    for shard in sorted(set(weight_map.values())):
+        shapes = _shapes_of(folder / shard, kind)
+        for key, shard_of_key in weight_map.items():
+            if shard_of_key == shard and key not in shapes:
+                raise CheckpointError(f"{folder / shard}: the index says it holds {key!r}, but it does not")
+        found.update({k: s for k, s in shapes.items() if not _ignored(k)})
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(f"{folder}: weight {missing[0]!r} is missing from the checkpoint{more}")
+    unexpected = sorted(set(found) - set(expected))
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise CheckpointError(f"{folder}: unexpected weight {unexpected[0]!r} in the checkpoint{more}; is this a Qwen-Audio checkpoint?")
+    for key, shape in expected.items():
+        if found[key] != shape:
+            raise CheckpointError(
+                f"{folder}: weight {key!r} has shape {list(found[key])} in the checkpoint, the model expects {list(shape)}"
+            )
+    return kind, weight_map
+
+
+def storage_dtype(folder: Path) -> torch.dtype:
+    """The dtype the checkpoint stores its weights in (for dtype='auto')."""
+    kind, weight_map = _shards(folder)
+    shard = folder / sorted(set(weight_map.values()))[0]
+    if kind == "safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(shard), framework="pt") as f:
+            names = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}
+            return names.get(f.get_slice(next(iter(f.keys()))).get_dtype(), torch.float32)
+    state = torch.load(shard, map_location="meta", weights_only=True, mmap=True)
+    return next(iter(state.values())).dtype
+
+
+def load_weights(model: nn.Module, folder: str | Path, *, dtype: torch.dtype, device: torch.device | str) -> nn.Module:
+    """Fill `model` (built on the meta device) from `folder`, converting to `dtype` on `device`.
+
+    Shards are memory-mapped and each tensor is converted as it is read, so peak memory stays near
+    the size of the weights in `dtype`. Every key and shape is checked before any data is read.
+    """
+    folder = Path(folder)
+    kind, weight_map = check_checkpoint(folder, model)
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        path = folder / shard
+        if kind == "safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                for key in f.keys():
+                    if not _ignored(key):
+                        state[key] = f.get_tensor(key).to(device=device, dtype=dtype)
+        else:
+            shard_state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            for key, t in shard_state.items():
+                if not _ignored(key):
+                    state[key] = t.to(device=device, dtype=dtype)
+            del shard_state
+    model.load_state_dict(state, strict=True, assign=True)
+    for module in model.modules():  # buffers computed rather than loaded
+        if hasattr(module, "init_buffers"):
+            module.init_buffers()
+    return model
