@@ -136,3 +136,22 @@ def load_weights(model: nn.Module, folder: str | Path, *, dtype: torch.dtype, de
         if hasattr(module, "init_buffers"):
             module.init_buffers()
     return model
+
+
+def save_checkpoint(state: dict[str, torch.Tensor], folder: str | Path, *, n_shards: int = 1) -> Path:
+    """Write `state` as sharded safetensors with a `model.safetensors.index.json` (the official layout)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = sorted(state)
+    weight_map = {}
+    for i in range(n_shards):
+        name = f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors"
+        part = {k: state[k].contiguous() for k in keys[i::n_shards]}
+        save_file(part, str(folder / name))
+        weight_map.update(dict.fromkeys(part, name))
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
+    return folder

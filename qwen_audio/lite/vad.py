@@ -1,0 +1,41 @@
+"""Voice activity: which parts of a clip are speech, with the silero VAD bundled in faster-whisper.
+
+Silence, music and noise come back as no regions, so the backend says "no speech" instead of
+letting Whisper hallucinate words into them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..audio import SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    """Silero settings; the defaults keep short words and split at pauses of 0.3 s or more."""
+
+    threshold: float = 0.5  # speech probability above which a 32 ms window is speech
+    min_speech_ms: int = 150  # shorter bursts (clicks, a cough) are dropped
+    min_silence_ms: int = 300  # pauses shorter than this do not split a region
+    pad_ms: int = 100  # margin kept around each region so word edges are not cut
+
+    def options(self):
+        from faster_whisper.vad import VadOptions
+
+        return VadOptions(
+            threshold=self.threshold,
+            min_speech_duration_ms=self.min_speech_ms,
+            min_silence_duration_ms=self.min_silence_ms,
+            speech_pad_ms=self.pad_ms,
+        )
+
+
+def speech_regions(samples: np.ndarray, config: VadConfig = VadConfig()) -> list[tuple[float, float]]:
+    """Speech regions of `samples` (float32 [n] at 16 kHz) as (start, end) pairs in seconds."""
+    from faster_whisper.vad import get_speech_timestamps
+
+    chunks = get_speech_timestamps(np.asarray(samples, dtype=np.float32), config.options(), SAMPLE_RATE)
+    return [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in chunks]
