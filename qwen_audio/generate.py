@@ -92,13 +92,17 @@ def next_token(logits: torch.Tensor, seen: torch.Tensor, cfg: GenerationConfig, 
     if cfg.top_k > 0:
         kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1])).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if cfg.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=False)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cumulative <= 1 - cfg.top_p
-        drop[:, -1] = False  # always keep the most likely token
-        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
     probs = logits.softmax(dim=-1)
+    if cfg.top_p < 1.0:
+        # The nucleus: the most likely tokens whose preceding mass is below top_p (the most likely
+        # one always). It nearly always lies in the top 1024, which spares sorting the vocabulary.
+        k = min(1024, probs.shape[-1])
+        top, order = probs.topk(k, dim=-1)
+        if k < probs.shape[-1] and not bool((top.sum(-1) >= cfg.top_p).all()):
+            top, order = probs.sort(dim=-1, descending=True)
+        before = top.cumsum(dim=-1) - top
+        top = top.masked_fill(before >= cfg.top_p, 0.0)
+        return order.gather(1, torch.multinomial(top, 1, generator=generator)).squeeze(1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 

