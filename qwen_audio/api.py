@@ -40,7 +40,6 @@ class QwenAudioForCausalLM(ChatMixin, QwenAudioLM):
         with torch.device("meta"):
             model = cls(cfg)
         load_weights(model, folder, dtype=dtype, device=device)
-        model.clip_store = type(model.clip_store)()  # built on meta above; holds no tensors yet
         model.generation_config = GenerationConfig.from_pretrained(folder)
         return model.eval()
 

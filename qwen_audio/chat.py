@@ -223,35 +223,40 @@ class ChatMixin:
         return min(n, len(ids) - 1)
 
     def _turn(self, tokenizer, query, history, system, cfg) -> tuple[Iterator[int], callable]:
-        """Prepare one turn; returns (token iterator, done(n, reason) -> TurnStats). Nothing is
-        changed until the prompt and its audio are ready, so a bad clip leaves every cache intact."""
-        prompt, feats, keys = self._prompt(tokenizer, query, history, system, cfg)
+        """Prepare one turn; returns (token iterator, done(n, reason) -> TurnStats).
+
+        The prompt and its audio are made ready first, so a bad clip raises before any cache is
+        touched. The KV state is read and changed only under the model's lock, while generating.
+        """
+        with self._lock:
+            prompt, feats, keys = self._prompt(tokenizer, query, history, system, cfg)
         ids = prompt.ids
         spans = [(s, e, k) for (s, e), k in zip(audio_spans(tokenizer, ids), keys)]
         alpha = self._alpha(len(ids))
-        n = self._reusable(ids, spans, alpha)
-        if self._kv is None or self._kv.cache.k[0].shape[0] != 1:
-            self._kv = _KVState(self.new_cache(1, len(ids) + cfg.max_new_tokens))
-        kv = self._kv
-        # Until this turn finishes, only the reused prefix is known to be valid.
-        kv.ids, kv.spans, kv.alpha = ids[:n], [sp for sp in spans if sp[1] < n], alpha
-        suffix_feats = [f for (s, _, _), f in zip(spans, feats) if s >= n]
         fed: list[int] = []
-        tokens = torch.tensor([ids[n:]], device=self.device)
-        seen = torch.tensor([ids], device=self.device)
+        reused = 0
 
         def run() -> Iterator[int]:
+            nonlocal reused
             with self._lock:
-                steps = generate(self, tokens, cfg, self._stop_ids(tokenizer, cfg), cache=kv.cache, start=n,
-                                 audio=suffix_feats, alpha=[alpha], seen=seen)
+                n = reused = self._reusable(ids, spans, alpha)
+                if self._kv is None:
+                    self._kv = _KVState(self.new_cache(1, len(ids) + cfg.max_new_tokens))
+                kv = self._kv
+                # Until this turn finishes, only the reused prefix is known to be valid.
+                kv.ids, kv.spans, kv.alpha = ids[:n], [sp for sp in spans if sp[1] < n], alpha
+                steps = generate(self, torch.tensor([ids[n:]], device=self.device), cfg, self._stop_ids(tokenizer, cfg),
+                                 cache=kv.cache, start=n, audio=[f for (s, _, _), f in zip(spans, feats) if s >= n],
+                                 alpha=[alpha], seen=torch.tensor([ids], device=self.device))
                 for t in steps:
                     fed.append(int(t[0]))
                     yield int(t[0])
 
         def done(n_new: int, reason: str) -> TurnStats:
-            # The last token produced was never fed back, so the cache holds ids + fed[:-1].
-            kv.ids, kv.spans = ids + fed[:-1], spans
-            return TurnStats(len(ids), n, n_new, reason)
+            with self._lock:
+                # The last token produced was never fed back, so the cache holds ids + fed[:-1].
+                self._kv.ids, self._kv.spans = ids + fed[:-1], spans
+            return TurnStats(len(ids), reused, n_new, reason)
 
         return run(), done
 
@@ -287,10 +292,11 @@ class ChatMixin:
             return []
         cfg = self._config(generation_config, kwargs)
         rows, feats = [], []
-        for q, h in zip(queries, histories):
-            prompt, f, _ = self._prompt(tokenizer, q, copy.deepcopy(list(h or [])), system, cfg)
-            rows.append(prompt.ids)
-            feats += f
+        with self._lock:
+            for q, h in zip(queries, histories):
+                prompt, f, _ = self._prompt(tokenizer, q, copy.deepcopy(list(h or [])), system, cfg)
+                rows.append(prompt.ids)
+                feats += f
         width = max(map(len, rows))
         pad_id = cfg.pad_token_id
         tokens = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=self.device)
