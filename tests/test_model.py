@@ -201,3 +201,14 @@ def test_meta_build_has_no_storage():
     with torch.device("meta"):
         m = QwenAudioLM(synthetic_config())
     assert all(p.is_meta for p in m.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_runs_close_to_float32(ckpt, model, dtype):
+    half = qwen_audio.load(ckpt, dtype=dtype, device="cpu")[0]
+    assert half.dtype == dtype and half.transformer.audio.conv1.weight.dtype == dtype
+    tokens = torch.randint(0, 200, (1, 40), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        ref, out = model(tokens), half(tokens)
+    assert out.dtype == torch.float32  # logits come back in float32 for sampling
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
