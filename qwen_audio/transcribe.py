@@ -214,8 +214,9 @@ def transcribe(model, tokenizer, source: AudioSource | Clip, *, language: str = 
     method (the lite backend) is handed the call. Raises AudioNotFoundError and the other audio errors.
     """
     if hasattr(model, "transcribe"):
+        extra = {"target": target} if target is not None else {}
         return model.transcribe(tokenizer, source, language=language, timestamps=timestamps, progress=progress,
-                                task=task, target=target, **gen)
+                                task=task, **extra, **gen)
     prompt = task_prompt(language, task=task, target=target, timestamps=timestamps)
     if not hasattr(model, "transformer"):
         raise QwenAudioError(f"{type(model).__name__} has no audio encoder and no transcribe method")

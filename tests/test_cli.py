@@ -153,6 +153,18 @@ def test_ctrl_c_during_an_answer_returns_to_the_prompt_with_history_unchanged(mo
     assert out.out == "first answer\nhalf\nthird answer\n"
 
 
+def test_a_backend_whose_chat_stream_is_a_plain_generator(monkeypatch, capsys):
+    class Plain:
+        def chat_stream(self, tokenizer, query, history=None, system=None, **gen):
+            self.seen = list(history or [])
+            yield from ["hello", " there"]
+
+    model = Plain()
+    code, out = chat_in_process(monkeypatch, capsys, model, ["one", "two"])
+    assert code == 0 and out.out == "hello there\nhello there\n"
+    assert model.seen == [("one", "hello there")]
+
+
 def test_a_failing_turn_keeps_the_history(monkeypatch, capsys):
     model = ScriptedChat(["first", "second"])
     code, out = chat_in_process(monkeypatch, capsys, model, ["one", "a bad one", "/nonsense", "two"])
