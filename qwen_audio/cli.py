@@ -301,7 +301,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     """A transcript of a whole file in one of the output formats."""
     from .transcribe import FORMATTERS, task_prompt, transcribe
 
-    task_prompt(args.language, task=args.task, target=args.target, timestamps=args.timestamps)  # fail fast
+    task_prompt(args.language or "en", task=args.task, target=args.target, timestamps=args.timestamps)  # fail fast
     check_files([args.file])
     model, tokenizer = load_model(args.model, args.dtype, args.device, args.quiet)
     result = transcribe(model, tokenizer, args.file, language=args.language, timestamps=args.timestamps,
@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("transcribe", help="transcribe a recording of any length",
                         description="Transcribe (or translate) a whole recording, 30 s at a time.")
     tr.add_argument("file", help="the audio file")
-    tr.add_argument("--language", default="en", help="the spoken language: en zh de es ko fr ja it (default: en)")
+    tr.add_argument("--language", help="the spoken language: en zh de es ko fr ja it (default: en; lite detects it)")
     tr.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     tr.add_argument("--target", help="language of the text when translating (default: en)")
     tr.add_argument("--timestamps", action="store_true", help="segment times; windows follow segment boundaries")

@@ -44,8 +44,8 @@ class GenerationConfig:
     def from_pretrained(cls, name_or_path: str | os.PathLike, **overrides) -> "GenerationConfig":
         from .hub import resolve_checkpoint
 
-        if str(name_or_path) == "lite":
-            return cls(**overrides)
+        if str(name_or_path) == "lite":  # the embedded backend answers greedily unless asked to sample
+            return cls(**{"do_sample": False, **overrides})
         path = Path(resolve_checkpoint(name_or_path)) / "generation_config.json"
         d = json.loads(path.read_text()) if path.is_file() else {}
         for k in ("trust_remote_code", "revision"):

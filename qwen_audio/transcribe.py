@@ -202,11 +202,12 @@ class WindowDecoder:
         return self.tokenizer.decode(out)
 
 
-def transcribe(model, tokenizer, source: AudioSource | Clip, *, language: str = "en", timestamps: bool = False,
+def transcribe(model, tokenizer, source: AudioSource | Clip, *, language: str | None = None, timestamps: bool = False,
                progress: bool = True, task: str = "transcribe", target: str | None = None, **gen) -> Transcript:
     """Transcribe (or translate, `task="translate"`) audio of any length.
 
-    `source` is a path, bytes, an array or a Clip. `gen` overrides generation options (`max_new_tokens`,
+    `source` is a path, bytes, an array or a Clip. `language` is the spoken language (the task tags
+    need one: default "en"; the lite backend detects it when None). `gen` overrides generation options (`max_new_tokens`,
     `do_sample`, `seed`, ...; decoding is greedy unless `do_sample=True`). With `timestamps=True`, windows
     follow the segment boundaries so no word at a window edge is lost or doubled, and segments carry
     absolute times; without, windows are cut every 30 s, which can split a word at a boundary.
@@ -217,6 +218,7 @@ def transcribe(model, tokenizer, source: AudioSource | Clip, *, language: str = 
         extra = {"target": target} if target is not None else {}
         return model.transcribe(tokenizer, source, language=language, timestamps=timestamps, progress=progress,
                                 task=task, **extra, **gen)
+    language = language or "en"
     prompt = task_prompt(language, task=task, target=target, timestamps=timestamps)
     if not hasattr(model, "transformer"):
         raise QwenAudioError(f"{type(model).__name__} has no audio encoder and no transcribe method")

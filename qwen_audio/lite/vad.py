@@ -33,9 +33,20 @@ class VadConfig:
         )
 
 
-def speech_regions(samples: np.ndarray, config: VadConfig = VadConfig()) -> list[tuple[float, float]]:
-    """Speech regions of `samples` (float32 [n] at 16 kHz) as (start, end) pairs in seconds."""
+def speech_chunks(samples: np.ndarray, config: VadConfig = VadConfig()) -> list[dict]:
+    """Silero's chunks, [{"start": sample, "end": sample}, ...], of float32 [n] 16 kHz audio."""
     from faster_whisper.vad import get_speech_timestamps
 
-    chunks = get_speech_timestamps(np.asarray(samples, dtype=np.float32), config.options(), SAMPLE_RATE)
-    return [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in chunks]
+    return get_speech_timestamps(np.asarray(samples, dtype=np.float32), config.options(), SAMPLE_RATE)
+
+
+def speech_regions(samples: np.ndarray, config: VadConfig = VadConfig()) -> list[tuple[float, float]]:
+    """Speech regions of `samples` (float32 [n] at 16 kHz) as (start, end) pairs in seconds."""
+    return [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in speech_chunks(samples, config)]
+
+
+def speech_only(samples: np.ndarray, chunks: list[dict]) -> np.ndarray:
+    """The speech chunks joined end to end, as faster-whisper's `vad_filter` feeds them to Whisper."""
+    from faster_whisper.vad import collect_chunks
+
+    return np.concatenate(collect_chunks(np.asarray(samples, dtype=np.float32), chunks)[0])
