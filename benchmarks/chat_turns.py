@@ -4,7 +4,7 @@
 
 The published code re-decodes and re-encodes every clip and recomputes the whole prompt each turn;
 ours reuses decoded clips, encoder features and the prompt's keys/values when they are exact.
-"small" is a random checkpoint of 0.26 B parameters with the real vocabulary (built once under
+"small" is a random checkpoint of 0.19 B parameters with the real vocabulary (built once under
 /tmp); "tiny" is the shared fixture. Greedy answers are identical in both modes (checked here).
 """
 
@@ -59,17 +59,27 @@ def run(model, tok, cached: bool, new_tokens: int) -> tuple[list[tuple[float, fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=["small", "tiny"], default="small")
+    ap.add_argument("--size", choices=["small", "tiny", "7b"], default="small",
+                    help="7b: the real shape in bfloat16, from benchmarks/load_7b.py's checkpoint")
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    folder = TINY if args.size == "tiny" else random_checkpoint(Path(tempfile.gettempdir()) / "qwen-audio-bench-small", SMALL)
-    model, tok = qwen_audio.load(folder, dtype=torch.float32, device="cpu")
+    dtype = torch.bfloat16 if args.size == "7b" else torch.float32
+    if args.size == "7b":
+        folder = Path(tempfile.gettempdir()) / "qwen-audio-7b-random"
+        if not (folder / "config.json").is_file():
+            raise SystemExit(f"{folder} not found: run benchmarks/load_7b.py first (it builds the checkpoint)")
+    elif args.size == "tiny":
+        folder = TINY
+    else:
+        folder = random_checkpoint(Path(tempfile.gettempdir()) / "qwen-audio-bench-small", SMALL)
+    model, tok = qwen_audio.load(folder, dtype=dtype, device="cpu")
     n_params = sum(p.numel() for p in model.parameters()) / 1e9
     print(f"machine: {machine()}")
-    print(f"model: {args.size} ({n_params:.2f} B parameters, float32), greedy, {args.new_tokens} new tokens per turn")
-    run(model, tok, True, args.new_tokens)  # warm-up
+    print(f"model: {args.size} ({n_params:.2f} B parameters, {str(dtype)[6:]}), greedy, {args.new_tokens} new tokens per turn")
+    if args.repeats > 1:
+        run(model, tok, True, args.new_tokens)  # warm-up
     results = {}
     for cached in (False, True):
         runs = [run(model, tok, cached, args.new_tokens) for _ in range(args.repeats)]
