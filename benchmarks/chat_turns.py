@@ -48,7 +48,7 @@ def run(model, tok, cached: bool, new_tokens: int) -> tuple[list[tuple[float, fl
         t = time.perf_counter()
         stream = model.chat_stream(tok, query, history, do_sample=False, max_new_tokens=new_tokens)
         pieces = iter(stream)
-        first = next(pieces, "")
+        next(pieces, "")
         first_s = time.perf_counter() - t
         "".join(pieces)
         times.append((first_s, time.perf_counter() - t))

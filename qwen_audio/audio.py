@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Union
@@ -241,7 +242,8 @@ class Clip:
 
 
 MEMORY_PREFIX = "memory://"  # names of in-memory audio given to from_list_format
-_memory: dict[str, AudioSource] = {}
+MEMORY_CLIPS = 256  # in-memory clips kept by name; the least recently used are forgotten
+_memory: "OrderedDict[str, AudioSource]" = OrderedDict()
 
 
 def remember(source: AudioSource) -> str:
@@ -260,6 +262,9 @@ def remember(source: AudioSource) -> str:
         raise AudioDecodeError(f"{_describe(source)}: give a path, bytes, an array, or (array, sample_rate)")
     name = f"{MEMORY_PREFIX}{h.hexdigest()[:16]}"
     _memory[name] = source
+    _memory.move_to_end(name)
+    while len(_memory) > MEMORY_CLIPS:
+        _memory.popitem(last=False)
     return name
 
 
@@ -267,7 +272,8 @@ def load_clip(source: AudioSource, name: str | None = None) -> Clip:
     """Decode `source` into a Clip (see `load_audio`; also names made by `remember` and http(s) URLs)."""
     if isinstance(source, str) and source.startswith(MEMORY_PREFIX):
         if source not in _memory:
-            raise AudioNotFoundError(f"{source}: no in-memory audio of that name in this process")
+            raise AudioNotFoundError(f"{source}: no in-memory audio of that name in this process (or long forgotten)")
+        _memory.move_to_end(source)
         return Clip(source, load_audio(_memory[source]))
     if isinstance(source, str) and source.startswith(("http://", "https://")):
         import urllib.request

@@ -128,7 +128,7 @@ class ChatStream:
         self.stats: TurnStats | None = None
 
     def __iter__(self) -> Iterator[str]:
-        utf8, text, pending, out = Utf8Stream(), [], None, []
+        utf8, pending, out = Utf8Stream(), None, []
         started, spaces = False, ""
         n, reason = 0, "length"
 

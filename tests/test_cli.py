@@ -8,16 +8,14 @@ import subprocess
 import sys
 import wave
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from qwen_audio import cli
 from qwen_audio.errors import AudioDecodeError
 
-FIXTURES = Path(os.environ.get("QWEN_AUDIO_FIXTURES", Path(__file__).resolve().parents[1] / ".." / "shared"))
-TINY = FIXTURES / "fixtures" / "qwen-audio-tiny"
-AUDIO = FIXTURES / "audio"
+from .conftest import AUDIO, TINY
+from .conftest import SHARED as FIXTURES
 SPEECH = AUDIO / "1272-128104-0000.flac"  # 5.9 s
 SHORT = AUDIO / "1272-128104-0000-middle_classes.wav"
 GEN = ["--greedy", "--max-new-tokens", "8"]

@@ -1,11 +1,11 @@
 """Grounding: parsing timestamp answers, rendering them, and cutting the clips they point at."""
 
-import os
 import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from .conftest import AUDIO
 
 from qwen_audio.errors import AudioNotFoundError, QwenAudioError
 from qwen_audio.grounding import GroundingError, GroundingResult, Span, cut, offset, parse_spans, render_seconds
@@ -16,7 +16,7 @@ SHELLEY = (
     'The person name "shelley\'s" is mentioned. "shelley\'s" starts at <|3.79|> seconds '
     "and ends at <|4.33|> seconds."
 )
-AUDIO_DIR = Path(os.environ.get("QWEN_AUDIO_FIXTURES", Path(__file__).resolve().parents[1] / ".." / "shared")) / "audio"
+AUDIO_DIR = AUDIO
 
 
 # ---- parse_spans ----------------------------------------------------------------------------------

@@ -1,8 +1,6 @@
 """Long-audio transcription: window seeking and stitching, output formats, and a run of the tiny model."""
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -24,9 +22,8 @@ from qwen_audio.transcribe import (
     windows,
 )
 
-FIXTURES = Path(os.environ.get("QWEN_AUDIO_FIXTURES", Path(__file__).resolve().parents[1] / ".." / "shared"))
-TINY = FIXTURES / "fixtures" / "qwen-audio-tiny"
-AUDIO = FIXTURES / "audio"
+from .conftest import AUDIO, TINY
+from .conftest import SHARED as FIXTURES
 
 
 # ---- a scripted model: known words at known times -----------------------------------------------------
