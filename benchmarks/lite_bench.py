@@ -7,9 +7,13 @@ Figures printed (nothing is asserted):
   * load time of `load_lite()` (Whisper; the LLM loads on the first open question);
   * latency of a transcription answer for each tutorial clip and for a 10 s clip;
   * English WER on the tutorial's English clips and on espeak-ng sentences (when espeak-ng exists);
-  * word-boundary error against known boundaries: words synthesised one by one with espeak-ng and
-    joined with known pauses, before (Whisper's cross-attention timing) and after refinement;
-    and the tutorial's three grounded spans, before and after.
+  * word-boundary error against known boundaries, for Whisper's cross-attention times ("raw"), the
+    energy snapping alone ("energy"), and the backend's final times ("final": forced alignment with
+    pocketsphinx for English when it is installed, then a light snap): words synthesised one by one
+    with espeak-ng and joined with known pauses or touching; whole espeak-ng sentences (connected
+    speech, true word boundaries from libespeak-ng's word and phoneme events); a real LibriSpeech
+    clip against its published Montreal Forced Aligner word alignment; and the tutorial's three
+    grounded spans (the published model's answers, themselves ~50 ms off).
 """
 
 from __future__ import annotations
@@ -43,6 +47,15 @@ TUTORIAL_SPANS = [
     ("1089_134686_000007_000004.wav", "companionless", 6.28, 7.15),
     ("1089_134686_000007_000004.wav", "shelley's", 3.79, 4.33),
 ]
+# Montreal Forced Aligner word alignment of LibriSpeech dev-clean 1272-128104-0000, as published in
+# CorentinJ/librispeech-alignments (word, start s, end s): a reference for real connected speech.
+MFA_CLIP = "1272-128104-0000.flac"
+_MFA_WORDS = "mister quilter is the apostle of the middle classes and we are glad to welcome his gospel".split()
+_MFA_ENDS = [0.80, 1.27, 1.40, 1.52, 2.15, 2.27, 2.35, 2.62, 3.27, 3.45, 3.60, 3.67, 4.07, 4.20, 4.60, 4.84, 5.51]
+_MFA_STARTS = [0.50] + _MFA_ENDS[:8] + [3.30] + _MFA_ENDS[9:-1]  # 30 ms of silence after "classes"
+MFA_SPANS = list(zip(_MFA_WORDS, _MFA_STARTS, _MFA_ENDS))
+# Voices and speeds for the connected-speech set (espeak-ng variants: other formants and rhythm).
+CONNECTED_VOICES = [("en-us", 150), ("en-us+m3", 175), ("en-gb", 160)]
 # Sentences for synthetic speech (plain words, so espeak pronounces them as written).
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog near the river bank",
@@ -130,6 +143,77 @@ def synth_words(sentence: str, folder: Path, rng: np.random.Generator, gaps=(0.0
     return np.concatenate(pieces), spans
 
 
+class _EspeakEvent:
+    """ctypes layout of espeak_EVENT (speak_lib.h) and the synchronous-synthesis entry points."""
+
+    @staticmethod
+    def load():
+        import ctypes
+        import ctypes.util
+
+        class EventId(ctypes.Union):
+            _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+        class Event(ctypes.Structure):
+            _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                        ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                        ("user_data", ctypes.c_void_p), ("id", EventId)]
+
+        name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+        lib = ctypes.CDLL(name)
+        callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
+                                         ctypes.POINTER(Event))
+        # AUDIO_OUTPUT_SYNCHRONOUS, phoneme events on, don't exit on error
+        rate = lib.espeak_Initialize(2, 0, None, 0x0001 | 0x8000)
+        return lib, callback_type, rate
+
+
+_ESPEAK = None
+
+
+def espeak_connected(sentence: str, voice: str = "en-us", speed: int = 150):
+    """A whole sentence spoken by espeak-ng (connected speech), with its true word boundaries.
+
+    libespeak-ng reports, as it synthesises, the exact sample where each word starts (word events)
+    and where each phoneme starts (phoneme events, pauses named "_..."). A word ends where the next
+    word starts, or where a pause after it starts. Word starts include a stop's closure, as phonetic
+    labelling conventions do. Returns (samples float32 [n] at 16 kHz, [(word, start s, end s)]).
+    """
+    global _ESPEAK
+    if _ESPEAK is None:
+        _ESPEAK = _EspeakEvent.load()
+    lib, callback_type, rate = _ESPEAK
+    chunks, words, pauses = [], [], []
+
+    def on_audio(wav, n, events):
+        if n > 0:
+            chunks.append(np.ctypeslib.as_array(wav, (n,)).copy())
+        i = 0
+        while events[i].type != 0:  # espeakEVENT_LIST_TERMINATED
+            e = events[i]
+            if e.type == 1:  # espeakEVENT_WORD
+                words.append((e.text_position, e.length, e.sample))
+            elif e.type == 7 and e.id.string.startswith(b"_"):  # a pause phoneme
+                pauses.append(e.sample)
+            i += 1
+        return 0
+
+    keep = callback_type(on_audio)
+    lib.espeak_SetSynthCallback(keep)
+    lib.espeak_SetVoiceByName(voice.encode())
+    lib.espeak_SetParameter(1, speed, 0)  # espeakRATE
+    text = sentence.encode()
+    lib.espeak_Synth(text, len(text) + 1, 0, 0, 0, 0, None, None)
+    lib.espeak_Synchronize()
+    x = np.concatenate(chunks).astype(np.float32) / 32768.0
+    spans = []
+    for k, (pos, length, start) in enumerate(words):
+        nxt = words[k + 1][2] if k + 1 < len(words) else len(x)
+        end = min([p for p in pauses if start < p < nxt] + [nxt])
+        spans.append((text[pos - 1: pos - 1 + length].decode(), start / rate, end / rate))
+    return load_audio((x, rate)), spans
+
+
 def boundary_errors(spans, words) -> list[float]:
     """|error| of start and end for each reference word that Whisper recognised (difflib pairing)."""
     import difflib
@@ -143,6 +227,24 @@ def boundary_errors(spans, words) -> list[float]:
             w = words[block.b + k]
             errs += [abs(w.start - s), abs(w.end - e)]
     return errs
+
+
+def versions(samples: np.ndarray, tr) -> dict:
+    """A transcript's word times three ways: Whisper's, energy snapping alone (the backend without
+    pocketsphinx, or for other languages), and the backend's final times."""
+    from qwen_audio.lite.align import refine_words
+
+    return {"raw": list(tr.raw_words), "energy": refine_words(samples, list(tr.raw_words)), "final": list(tr.words)}
+
+
+def report(errs: dict) -> str:
+    """Mean / median |error| and share within 50 ms, for each version."""
+    parts = []
+    for k, e in errs.items():
+        e = np.asarray(e)
+        parts.append(f"{k} mean {1000 * e.mean():.0f} ms, median {1000 * np.median(e):.0f} ms, "
+                     f"within 50 ms {np.mean(e <= .05):.0%}")
+    return "; ".join(parts)
 
 
 def span_of(words, phrase: str):
@@ -184,6 +286,9 @@ def main() -> None:
         else:
             os.environ["QWEN_AUDIO_CACHE"] = old
     asr = model.asr
+    aligner = asr.phonetic_aligner()
+    print("English word times: " + ("forced alignment (pocketsphinx) + energy snap" if aligner is not None
+                                    else "energy snapping only (pip install pocketsphinx for forced alignment)"))
 
     # Warm-up: the first CTranslate2 call allocates its buffers.
     if audio_dir.is_dir():
@@ -211,20 +316,27 @@ def main() -> None:
             print(f"{name:40s} WER {e}/{m}  {tr.text!r}")
         print(f"tutorial English WER: {100 * errs / max(n, 1):.1f}%")
 
-        print("\n== tutorial groundings: Whisper raw vs refined (seconds) ==")
-        before, after = [], []
+        print("\n== tutorial groundings: Whisper raw, energy snapping only, final (seconds) ==")
+        errs = {}
         for name, phrase, s, e in TUTORIAL_SPANS:
-            tr = asr.transcribe(load_audio(str(audio_dir / name)))
-            raw, ref = span_of(tr.raw_words, phrase), span_of(tr.words, phrase)
-            if raw is None or ref is None:
+            x = load_audio(str(audio_dir / name))
+            tr = asr.transcribe(x)
+            got = {k: span_of(ws, phrase) for k, ws in versions(x, tr).items()}
+            if None in got.values():
                 print(f"{phrase!r}: not found in {tr.text!r}")
                 continue
-            before += [abs(raw[0] - s), abs(raw[1] - e)]
-            after += [abs(ref[0] - s), abs(ref[1] - e)]
-            print(f"{phrase:16s} tutorial {s:.2f}-{e:.2f}  raw {raw[0]:.2f}-{raw[1]:.2f}  refined {ref[0]:.2f}-{ref[1]:.2f}")
-        if before:
-            print(f"tutorial spans mean boundary error: raw {1000 * np.mean(before):.0f} ms, "
-                  f"refined {1000 * np.mean(after):.0f} ms  ({len(before)} boundaries)")
+            for k, (a, b) in got.items():
+                errs.setdefault(k, []).extend([abs(a - s), abs(b - e)])
+            shown = "  ".join(f"{k} {a:.2f}-{b:.2f}" for k, (a, b) in got.items())
+            print(f"{phrase:16s} tutorial {s:.2f}-{e:.2f}  {shown}")
+        if errs:
+            print(f"tutorial spans, {len(errs['raw'])} boundaries: " + report(errs))
+
+        print("\n== word boundaries, real connected speech: LibriSpeech 1272-128104-0000 vs its MFA alignment ==")
+        x = load_audio(str(audio_dir / MFA_CLIP))
+        tr = asr.transcribe(x)
+        errs = {k: boundary_errors(MFA_SPANS, ws) for k, ws in versions(x, tr).items()}
+        print(f"{len(errs['raw'])} boundaries: " + report(errs))
 
     print("\n== 10 s clip latency ==")
     if audio_dir.is_dir():
@@ -257,16 +369,27 @@ def main() -> None:
 
             for title, gaps in (("pauses of 60-350 ms", (0.06, 0.35)), ("touching: gaps of 0-30 ms", (0.0, 0.03))):
                 print(f"\n== word boundaries, isolated espeak-ng words joined with {title} ==")
-                before, after = [], []
+                errs = {}
                 for s in SENTENCES:
                     x, spans = synth_words(s, folder, rng, gaps)
-                    tr = asr.transcribe(x)
-                    before += boundary_errors(spans, tr.raw_words)
-                    after += boundary_errors(spans, tr.words)
-                b, a = np.array(before), np.array(after)
-                print(f"{len(a)} boundaries: mean error raw {1000 * b.mean():.0f} ms -> refined {1000 * a.mean():.0f} ms; "
-                      f"median {1000 * np.median(b):.0f} -> {1000 * np.median(a):.0f} ms; "
-                      f"within 50 ms {np.mean(b <= .05):.0%} -> {np.mean(a <= .05):.0%}")
+                    for k, ws in versions(x, asr.transcribe(x)).items():
+                        errs.setdefault(k, []).extend(boundary_errors(spans, ws))
+                print(f"{len(errs['raw'])} boundaries: " + report(errs))
+
+        print("\n== word boundaries, connected speech: whole espeak-ng sentences, "
+              f"{len(CONNECTED_VOICES)} voices (true boundaries from libespeak-ng events) ==")
+        errs, pad = {}, np.zeros(int(0.3 * SAMPLE_RATE), np.float32)
+        try:
+            for voice, speed in CONNECTED_VOICES:
+                for s in SENTENCES:
+                    x, spans = espeak_connected(s, voice, speed)
+                    x = np.concatenate([pad, x, pad])
+                    spans = [(w, a + 0.3, b + 0.3) for w, a, b in spans]
+                    for k, ws in versions(x, asr.transcribe(x)).items():
+                        errs.setdefault(k, []).extend(boundary_errors(spans, ws))
+            print(f"{len(errs['raw'])} boundaries: " + report(errs))
+        except OSError as e:
+            print(f"(libespeak-ng not loadable: {e})")
     elif not args.no_synth:
         print("\n(espeak-ng not installed: synthetic WER and boundary figures skipped; apt-get install espeak-ng)")
 

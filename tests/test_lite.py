@@ -227,6 +227,78 @@ def test_refinement_snaps_edges_to_pauses():
     assert abs(b.start - 1.3) <= 0.03 and abs(b.end - 1.9) <= 0.03
 
 
+def test_spoken_tokens_for_alignment():
+    from qwen_audio.lite.align import tokens_of
+
+    assert tokens_of("Shelley's,") == ["shelley's"]
+    assert tokens_of("well-known.") == ["well", "known"]
+    assert tokens_of("1999") == ["one", "thousand", "nine", "hundred", "ninety", "nine"]
+    assert tokens_of("--") == [] and tokens_of("'tis") == ["tis"]
+
+
+def test_alignment_windows_cut_only_at_pauses():
+    """Whisper segments in connected sound stay in one window; a clear pause splits them."""
+    from qwen_audio.lite.align import _windows
+    from qwen_audio.lite.asr import Word
+
+    sr = 16000
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(sr) / sr)).astype(np.float32)
+    words = [Word("a", 0.2, 0.6, 1.0), Word("b", 0.6, 1.0, 1.0), Word("c", 1.0, 1.4, 1.0)]
+    z = np.zeros(3200, np.float32)
+    joined = np.concatenate([z, tone, tone[:3200], z])  # sound 0.2-1.4 s, no pause
+    assert [w[:2] for w in _windows(joined, words, [(0, 2), (2, 3)], 1.0, 30.0)] == [(0, 3)]
+    paused = np.concatenate([z, tone[:12800], np.zeros(4800, np.float32), tone[:6400], z])  # pause 1.0-1.3 s
+    words = [Word("a", 0.2, 0.6, 1.0), Word("b", 0.6, 1.0, 1.0), Word("c", 1.3, 1.7, 1.0)]
+    (i, j, lo, cut), (k, m, lo2, hi) = _windows(paused, words, [(0, 2), (2, 3)], 1.0, 30.0)
+    assert (i, j, k, m) == (0, 2, 2, 3) and 1.0 <= cut <= 1.3 and lo2 == cut
+
+
+# Montreal Forced Aligner word times for 1272-128104-0000 (published LibriSpeech alignments).
+MFA = list(zip("mister quilter is the apostle of the middle classes and we are glad to welcome his gospel".split(),
+               [0.50, 0.80, 1.27, 1.40, 1.52, 2.15, 2.27, 2.35, 2.62, 3.30, 3.45, 3.60, 3.67, 4.07, 4.20, 4.60, 4.84],
+               [0.80, 1.27, 1.40, 1.52, 2.15, 2.27, 2.35, 2.62, 3.27, 3.45, 3.60, 3.67, 4.07, 4.20, 4.60, 4.84, 5.51]))
+
+
+def test_forced_alignment_of_connected_speech_with_digital_silence():
+    """Words given ~120 ms-early times (as Whisper gives in connected speech) and a clip padded with
+    exact zeros: the forced alignment puts every edge within 50 ms of the MFA reference."""
+    pytest.importorskip("pocketsphinx")
+    from qwen_audio.lite.align import PhoneticAligner, align_words
+    from qwen_audio.lite.asr import Word
+
+    pad = 0.5
+    x = np.concatenate([np.zeros(8000, np.float32), load_audio(clip("1272-128104-0000.flac")),
+                        np.zeros(8000, np.float32)])
+    rough = [Word(w.capitalize(), s + pad - 0.12, e + pad - 0.12, 1.0) for w, s, e in MFA]
+    got = align_words(x, rough, [(0, 9), (9, len(rough))], PhoneticAligner.create())
+    errs = [abs(g.start - s - pad) for g, (_, s, _) in zip(got, MFA)] + \
+           [abs(g.end - e - pad) for g, (_, _, e) in zip(got, MFA)]
+    assert max(errs) <= 0.05 and np.mean(errs) <= 0.03, errs
+
+
+def test_without_pocketsphinx_energy_snapping_only(monkeypatch):
+    import sys
+
+    from qwen_audio.lite.align import PhoneticAligner, align_words
+    from qwen_audio.lite.asr import Word
+
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # import fails as if not installed
+    assert PhoneticAligner.create() is None
+    x = np.concatenate([np.zeros(8000), 0.3 * np.sin(np.arange(8000) / 5), np.zeros(8000)]).astype(np.float32)
+    [w] = align_words(x, [Word("a", 0.3, 1.2, 1.0)], [(0, 1)], None)
+    assert abs(w.start - 0.5) <= 0.03 and abs(w.end - 1.0) <= 0.03
+
+
+def test_english_word_times_match_reference_alignment(lite):
+    """End to end (Whisper, then alignment): mean edge error against MFA on a real LibriSpeech clip."""
+    model, _ = lite
+    tr = model.asr.transcribe(load_audio(clip("1272-128104-0000.flac")))
+    assert len(tr.words) == len(MFA)
+    errs = [abs(w.start - s) + abs(w.end - e) for w, (_, s, e) in zip(tr.words, MFA)]
+    limit = 0.04 if model.asr.phonetic_aligner() is not None else 0.16  # energy snapping alone: ~70 ms
+    assert np.sum(errs) / (2 * len(errs)) <= limit, tr.words
+
+
 # ---- weights --------------------------------------------------------------------------------------
 
 

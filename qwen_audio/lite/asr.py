@@ -1,7 +1,8 @@
 """Speech recognition and translation with Whisper base through faster-whisper (CTranslate2, int8).
 
 `WhisperASR.transcribe(samples, task)` returns a `Transcript`: language, text, and per-word
-timings already refined against the signal's energy (see `align.py`).
+timings already refined (see `align.py`): force-aligned for English when pocketsphinx is
+installed, else snapped to pauses in the signal's energy.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import SAMPLE_RATE
-from .align import refine_words
+from .align import PhoneticAligner, align_words
 from .vad import VadConfig, speech_chunks, speech_only
 
 # English names of the languages Whisper detects most often; anything else shows its ISO code.
@@ -59,6 +60,7 @@ class Transcript:
     regions: tuple[tuple[float, float], ...] = ()  # VAD speech regions, seconds
     duration: float = 0.0  # seconds of audio in the clip
     raw_words: tuple[Word, ...] = field(default=(), repr=False)  # Whisper's timings before refining
+    segments: tuple[tuple[int, int], ...] = field(default=(), repr=False)  # [first, last) word of each Whisper segment
 
     @property
     def has_speech(self) -> bool:
@@ -76,6 +78,7 @@ class WhisperASR:
                                   cpu_threads=cpu_threads or (os.cpu_count() or 1))
         self.beam_size = beam_size  # greedy: beam 5 was ~25% slower and not more accurate here
         self.vad = vad
+        self._aligner = False  # not made yet (see phonetic_aligner)
 
     def forget(self) -> None:
         """Drop the remembered encoder output (benchmarks use it to time a cold encode)."""
@@ -112,6 +115,7 @@ class WhisperASR:
         segments, info = self._run(samples, task, language, prompt)
         raw = []
         texts = []
+        groups = []
         for seg in segments:
             if seg.no_speech_prob > 0.6 and seg.avg_logprob < -1.0:
                 continue  # Whisper's own "this was not speech" rule, kept for segments VAD let through
@@ -120,9 +124,20 @@ class WhisperASR:
                 word = w.word.strip()
                 if word:
                     raw.append(Word(word, float(w.start), float(w.end), float(w.probability)))
+            groups.append((groups[-1][1] if groups else 0, len(raw)))
         text = _join(texts, language)
-        words = tuple(refine_words(samples, raw))
-        return Transcript(task, text, language, float(language_prob), words, regions, duration, tuple(raw))
+        # English speech is force-aligned (pocketsphinx, when installed); other languages and
+        # translations (whose words were not spoken) get the energy refinement only.
+        aligner = self.phonetic_aligner() if language == "en" and task == "transcribe" and raw else None
+        words = align_words(samples, raw, groups, aligner)
+        return Transcript(task, text, language, float(language_prob), tuple(words), regions, duration, tuple(raw),
+                          tuple(groups))
+
+    def phonetic_aligner(self):
+        """The English forced aligner (pocketsphinx), made on first use; None when not installed."""
+        if self._aligner is False:
+            self._aligner = PhoneticAligner.create()
+        return self._aligner
 
     def detect_language(self, samples: np.ndarray, chunks: list[dict]) -> tuple[str, float]:
         """(ISO code, probability) from the first 30 s of speech.
