@@ -343,3 +343,13 @@ def test_stream_object_and_long_transcription(lite):
     words = t.text.lower()
     assert "middle classes" in words and "companionless" in words and t.language == "en"
     assert t.segments[0].start < 1.0 and t.segments[-1].end > 30.0  # times are absolute, past the first 30 s
+
+
+def test_chat_batch_matches_chat(lite):
+    need_audio()
+    model, tok = lite
+    queries = [tok.from_list_format([{"audio": str(AUDIO / "es.mp3")}, {"text": "Recognize the speech"}]),
+               tok.from_list_format([{"audio": str(AUDIO / "glass-breaking-151256.mp3")}, {"text": "What is it"}])]
+    assert model.chat_batch(tok, queries) == [model.chat(tok, q, None) for q in queries]
+    with pytest.raises(PromptError, match="2 queries but 1 histories"):
+        model.chat_batch(tok, queries, [None])

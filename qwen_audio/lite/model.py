@@ -162,6 +162,14 @@ class LiteModel:
         history = [tuple(turn) for turn in (history or [])]
         return LiteStream(self._pieces(tokenizer, query, history, system, kwargs), query, history)
 
+    def chat_batch(self, tokenizer, queries: Sequence[str], histories: Sequence[History | None] | None = None,
+                   system: str = DEFAULT_SYSTEM, **kwargs) -> list[tuple[str, History]]:
+        """Several conversations, as the real model's `chat_batch` (answered one after another here)."""
+        histories = list(histories) if histories is not None else [None] * len(queries)
+        if len(histories) != len(queries):
+            raise PromptError(f"{len(queries)} queries but {len(histories)} histories")
+        return [self.chat(tokenizer, q, h, system=system, **kwargs) for q, h in zip(queries, histories)]
+
     def transcribe(self, tokenizer, source, *, language: str | None = None, timestamps: bool = False,
                    progress: bool = True, task: str = "transcribe", target: str | None = None, **_gen):
         """A transcript of audio of any length (faster-whisper walks the windows itself); segments
