@@ -106,8 +106,9 @@ def next_token(logits: torch.Tensor, seen: torch.Tensor, cfg: GenerationConfig, 
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-def make_generator(seed: int | None) -> torch.Generator | None:
-    return None if seed is None else torch.Generator().manual_seed(int(seed))
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator | None:
+    """A seeded generator on the device that samples (None: torch's global one)."""
+    return None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
 
 
 @torch.inference_mode()
@@ -131,7 +132,7 @@ def generate(
     the ids the repetition penalty looks at (default: `tokens`).
     """
     cfg.validate()
-    generator = make_generator(cfg.seed)
+    generator = make_generator(cfg.seed, tokens.device)
     seen = tokens if seen is None else seen
     b = tokens.shape[0]
     cache.grow(start + tokens.shape[1] + cfg.max_new_tokens)

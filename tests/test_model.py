@@ -212,3 +212,12 @@ def test_half_precision_runs_close_to_float32(ckpt, model, dtype):
         ref, out = model(tokens), half(tokens)
     assert out.dtype == torch.float32  # logits come back in float32 for sampling
     assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_bad_device_and_dtype_are_reported(ckpt):
+    if not torch.cuda.is_available():
+        with pytest.raises(qwen_audio.QwenAudioError, match="cuda"):
+            qwen_audio.AutoModelForCausalLM.from_pretrained(ckpt, device_map="cuda")
+    with pytest.raises(qwen_audio.QwenAudioError, match="unknown dtype 'float8'"):
+        qwen_audio.load(ckpt, dtype="float8")
+    assert qwen_audio.load(ckpt, dtype="bf16")[0].dtype == torch.bfloat16
