@@ -183,7 +183,11 @@ class ChatMixin:
     def _config(self, generation_config: GenerationConfig | None, overrides: dict) -> GenerationConfig:
         cfg = generation_config or self.generation_config
         overrides = {k: v for k, v in overrides.items() if k not in ("stream", "append_history")}
-        return cfg.updated(**overrides)
+        cfg = cfg.updated(**overrides)
+        if cfg.chat_format != "chatml":
+            raise PromptError(f"chat needs a chat model (chat_format 'chatml'), this one is {cfg.chat_format!r}: "
+                              "the base Qwen-Audio model takes task prompts (see qwen_audio.transcribe)")
+        return cfg
 
     def _prompt(self, tokenizer, query, history, system, cfg):
         if not isinstance(query, str):

@@ -192,3 +192,9 @@ def test_sampled_chat_is_reproducible_with_a_seed(synth):
     a = model.chat(tok, "hello", None, do_sample=True, top_p=0.9, seed=7, max_new_tokens=8)
     b = model.chat(tok, "hello", None, do_sample=True, top_p=0.9, seed=7, max_new_tokens=8)
     assert a == b
+
+
+def test_base_model_config_is_refused_by_chat(synth):
+    model, tok = synth
+    with pytest.raises(PromptError, match="chat_format 'chatml'.*'raw'"):
+        model.chat(tok, "hi", None, chat_format="raw")
