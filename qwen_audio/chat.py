@@ -178,6 +178,7 @@ class ChatMixin:
         self.generation_config = GenerationConfig()
         self.clip_store = ClipStore()
         self._kv: _KVState | None = None
+        self._busy = False  # a stream is generating on self._kv (and may be suspended mid-answer)
         self._lock = threading.RLock()
 
     def _config(self, generation_config: GenerationConfig | None, overrides: dict) -> GenerationConfig:
@@ -238,28 +239,38 @@ class ChatMixin:
         spans = [(s, e, k) for (s, e), k in zip(audio_spans(tokenizer, ids), keys)]
         alpha = self._alpha(len(ids))
         fed: list[int] = []
-        reused = 0
+        reused, owner = 0, False
 
         def run() -> Iterator[int]:
-            nonlocal reused
+            nonlocal reused, owner
             with self._lock:
-                n = reused = self._reusable(ids, spans, alpha)
-                if self._kv is None:
-                    self._kv = _KVState(self.new_cache(1, len(ids) + cfg.max_new_tokens))
-                kv = self._kv
-                # Until this turn finishes, only the reused prefix is known to be valid.
-                kv.ids, kv.spans, kv.alpha = ids[:n], [sp for sp in spans if sp[1] < n], alpha
-                steps = generate(self, torch.tensor([ids[n:]], device=self.device), cfg, self._stop_ids(tokenizer, cfg),
-                                 cache=kv.cache, start=n, audio=[f for (s, _, _), f in zip(spans, feats) if s >= n],
-                                 alpha=[alpha], seen=torch.tensor([ids], device=self.device))
-                for t in steps:
-                    fed.append(int(t[0]))
-                    yield int(t[0])
+                owner = not self._busy
+                if owner:
+                    n = reused = self._reusable(ids, spans, alpha)
+                    if self._kv is None:
+                        self._kv = _KVState(self.new_cache(1, len(ids) + cfg.max_new_tokens))
+                    kv = self._kv
+                    # Until this turn finishes, only the reused prefix is known to be valid.
+                    kv.ids, kv.spans, kv.alpha = ids[:n], [sp for sp in spans if sp[1] < n], alpha
+                    self._busy = True
+                else:  # another stream of this thread is mid-answer on the shared cache: use a private one
+                    n = 0
+                    kv = _KVState(self.new_cache(1, len(ids) + cfg.max_new_tokens))
+                try:
+                    steps = generate(self, torch.tensor([ids[n:]], device=self.device), cfg, self._stop_ids(tokenizer, cfg),
+                                     cache=kv.cache, start=n, audio=[f for (s, _, _), f in zip(spans, feats) if s >= n],
+                                     alpha=[alpha], seen=torch.tensor([ids], device=self.device))
+                    for t in steps:
+                        fed.append(int(t[0]))
+                        yield int(t[0])
+                finally:
+                    if owner:
+                        self._busy = False
 
         def done(n_new: int, reason: str) -> TurnStats:
             with self._lock:
-                # The last token produced was never fed back, so the cache holds ids + fed[:-1].
-                self._kv.ids, self._kv.spans = ids + fed[:-1], spans
+                if owner:  # the last token produced was never fed back: the cache holds ids + fed[:-1]
+                    self._kv.ids, self._kv.spans = ids + fed[:-1], spans
             return TurnStats(len(ids), reused, n_new, reason)
 
         return run(), done

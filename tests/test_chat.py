@@ -198,3 +198,31 @@ def test_base_model_config_is_refused_by_chat(synth):
     model, tok = synth
     with pytest.raises(PromptError, match="chat_format 'chatml'.*'raw'"):
         model.chat(tok, "hi", None, chat_format="raw")
+
+
+def test_interleaved_streams_and_threads_match_sequential_answers(synth, clips):
+    import threading
+
+    model, tok = synth
+    queries = conversation(tok, clips)
+    alone = [model.chat(tok, q, None, **GREEDY)[0] for q in queries[:3]]
+    # Two streams of one thread, advanced in turns: the second may not touch the first's cache.
+    a = model.chat_stream(tok, queries[0], None, **GREEDY)
+    b = model.chat_stream(tok, queries[2], None, **GREEDY)
+    ia, ib = iter(a), iter(b)
+    for _ in range(3):
+        next(ia, None), next(ib, None)
+    list(ia), list(ib)
+    assert [a.response, b.response] == [alone[0], alone[2]]
+    # Threads: each conversation gets what it would alone.
+    results = {}
+
+    def worker(i):
+        results[i] = model.chat(tok, queries[i], None, **GREEDY)[0]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    [t.start() for t in threads]
+    [t.join(60) for t in threads]
+    assert [results[i] for i in range(3)] == alone
+    assert model.chat(tok, queries[1], model.chat(tok, queries[0], None, **GREEDY)[1], **GREEDY)[0] == \
+        model.chat(tok, queries[1], [(queries[0], alone[0])], **GREEDY)[0]
