@@ -160,6 +160,7 @@ class ChatStream:
             piece = utf8.push(self._tok.decode_bytes([pending]))
             out.append(piece)
             yield from emit(piece)
+        self._tokens.close()  # hand the KV cache back now, not when the generator is collected
         tail = utf8.flush()
         out.append(tail)
         yield from emit(tail)
@@ -178,7 +179,7 @@ class ChatMixin:
         self.generation_config = GenerationConfig()
         self.clip_store = ClipStore()
         self._kv: _KVState | None = None
-        self._busy = False  # a stream is generating on self._kv (and may be suspended mid-answer)
+        self._kv_owner: object | None = None  # the answer that has self._kv checked out
         self._lock = threading.RLock()
 
     def _config(self, generation_config: GenerationConfig | None, overrides: dict) -> GenerationConfig:
@@ -231,46 +232,50 @@ class ChatMixin:
         """Prepare one turn; returns (token iterator, done(n, reason) -> TurnStats).
 
         The prompt and its audio are made ready first, so a bad clip raises before any cache is
-        touched. The KV state is read and changed only under the model's lock, while generating.
+        touched. The model's KV cache is checked out by one answer at a time (another answer, in
+        this thread or another, gets a private cache) and handed back when the answer ends, is
+        abandoned, or fails: it then records exactly which tokens it holds.
         """
         with self._lock:
             prompt, feats, keys = self._prompt(tokenizer, query, history, system, cfg)
         ids = prompt.ids
         spans = [(s, e, k) for (s, e), k in zip(audio_spans(tokenizer, ids), keys)]
         alpha = self._alpha(len(ids))
-        fed: list[int] = []
-        reused, owner = 0, False
+        reused = 0
 
         def run() -> Iterator[int]:
-            nonlocal reused, owner
+            nonlocal reused
+            token = object()
             with self._lock:
-                owner = not self._busy
+                owner = self._kv_owner is None
                 if owner:
+                    self._kv_owner = token
                     n = reused = self._reusable(ids, spans, alpha)
                     if self._kv is None:
                         self._kv = _KVState(self.new_cache(1, len(ids) + cfg.max_new_tokens))
                     kv = self._kv
-                    # Until this turn finishes, only the reused prefix is known to be valid.
                     kv.ids, kv.spans, kv.alpha = ids[:n], [sp for sp in spans if sp[1] < n], alpha
-                    self._busy = True
-                else:  # another stream of this thread is mid-answer on the shared cache: use a private one
-                    n = 0
-                    kv = _KVState(self.new_cache(1, len(ids) + cfg.max_new_tokens))
-                try:
-                    steps = generate(self, torch.tensor([ids[n:]], device=self.device), cfg, self._stop_ids(tokenizer, cfg),
-                                     cache=kv.cache, start=n, audio=[f for (s, _, _), f in zip(spans, feats) if s >= n],
-                                     alpha=[alpha], seen=torch.tensor([ids], device=self.device))
-                    for t in steps:
-                        fed.append(int(t[0]))
-                        yield int(t[0])
-                finally:
-                    if owner:
-                        self._busy = False
+                else:
+                    n, kv = 0, _KVState(self.new_cache(1, len(ids) + cfg.max_new_tokens))
+            fed: list[int] = []
+            try:
+                steps = generate(self, torch.tensor([ids[n:]], device=self.device), cfg, self._stop_ids(tokenizer, cfg),
+                                 cache=kv.cache, start=n, audio=[f for (s, _, _), f in zip(spans, feats) if s >= n],
+                                 alpha=[alpha], seen=torch.tensor([ids], device=self.device))
+                for t in steps:
+                    fed.append(int(t[0]))
+                    yield int(t[0])
+            finally:
+                if owner:
+                    with self._lock:
+                        # Once a token is out, the cache holds ids + fed[:-1] (the last token produced
+                        # is never fed back), whether the answer ended, was abandoned, or a later step
+                        # failed; a failed prefill leaves only the reused prefix, as recorded above.
+                        if fed:
+                            kv.ids, kv.spans = ids + fed[:-1], spans
+                        self._kv_owner = None
 
         def done(n_new: int, reason: str) -> TurnStats:
-            with self._lock:
-                if owner:  # the last token produced was never fed back: the cache holds ids + fed[:-1]
-                    self._kv.ids, self._kv.spans = ids + fed[:-1], spans
             return TurnStats(len(ids), reused, n_new, reason)
 
         return run(), done
