@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qwen_audio.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from qwen_audio.audio import SAMPLE_RATE, load_audio, save_wav  # noqa: E402
 
 # Known text of the tutorial's English clips (LibriSpeech / LibriTTS labels).
 ENGLISH = {
@@ -88,17 +88,6 @@ def wer(ref: str, hyp: str) -> tuple[int, int]:
         for j, hw in enumerate(h, 1):
             d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (rw != hw))
     return int(d[len(h)]), len(r)
-
-
-def write_wav(path: Path, x: np.ndarray) -> str:
-    import wave
-
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes((np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes())
-    return str(path)
 
 
 def machine() -> str:
@@ -345,7 +334,7 @@ def main() -> None:
         times = []
         with tempfile.TemporaryDirectory() as d:
             for i in range(3):  # a new file each time, so the transcript cache is not hit
-                path = write_wav(Path(d) / f"ten_{i}.wav", x)
+                path = save_wav(Path(d) / f"ten_{i}.wav", x)
                 asr.forget()
                 t = time.perf_counter()
                 model.chat(tok, tok.from_list_format([{"audio": path}, {"text": "what does it say?"}]))

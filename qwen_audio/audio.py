@@ -160,6 +160,19 @@ def load_audio(source: AudioSource, sample_rate: int | None = None) -> np.ndarra
     return pcm.astype(np.float32) / 32768.0
 
 
+def save_wav(path: str | os.PathLike, samples: np.ndarray) -> str:
+    """Write float samples [n] in [-1, 1) as a 16-bit mono 16 kHz WAV; `load_audio` reads back the same values."""
+    import wave
+
+    pcm = np.clip(np.round(np.asarray(samples, dtype=np.float64) * 32768.0), -32768, 32767).astype("<i2")
+    with wave.open(os.fspath(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(pcm.tobytes())
+    return os.fspath(path)
+
+
 def pad_or_trim(samples: torch.Tensor, length: int = N_SAMPLES) -> torch.Tensor:
     """Zero-pad or cut the last axis to exactly `length` samples."""
     n = samples.shape[-1]

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import wave
 from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioSource, load_audio
+from .audio import SAMPLE_RATE, AudioSource, load_audio, save_wav
 from .errors import QwenAudioError
 from .tokenizer import MAX_TIMESTAMP_CS
 
@@ -184,11 +183,5 @@ def cut(
         raise GroundingError(f"{name} {where} the clip, which lasts {duration:.2f} s")
     piece = samples[a:b].copy()
     if out_path is not None:
-        # load_audio quantised to 16 bits (x / 32768), so this round trip is exact.
-        pcm = np.clip(np.round(piece * 32768.0), -32768, 32767).astype("<i2")
-        with wave.open(os.fspath(out_path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(SAMPLE_RATE)
-            w.writeframes(pcm.tobytes())
+        save_wav(out_path, piece)  # load_audio quantised to 16 bits, so this round trip is exact
     return piece

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 
 import qwen_audio
-from qwen_audio.audio import SAMPLE_RATE
+from qwen_audio.audio import SAMPLE_RATE, save_wav
 from qwen_audio.errors import AudioNotFoundError, PromptError
 
 from qwen_audio.llm import ntk_alpha
@@ -35,13 +34,7 @@ def synth_ntk(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Three in-memory clips of different lengths and a file clip."""
-    import wave
-
-    folder = tmp_path_factory.mktemp("clips")
-    path = folder / "file.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(SAMPLE_RATE)
-        w.writeframes((tone(2.5, 330) * 32767).astype(np.int16).tobytes())
+    path = save_wav(tmp_path_factory.mktemp("clips") / "file.wav", tone(2.5, 330))
     return {"short": (tone(1.0, 200), SAMPLE_RATE), "long": (tone(4.0, 500), SAMPLE_RATE),
             "mid": (tone(2.0, 800, 8000), 8000), "file": str(path)}
 

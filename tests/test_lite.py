@@ -7,14 +7,13 @@ Skips only when the lite extras are not installed; the clips come from the share
 from __future__ import annotations
 
 import re
-import wave
 
 import numpy as np
 import pytest
 
 pytest.importorskip("faster_whisper", reason="lite extras not installed: pip install 'qwen-audio[lite]'")
 
-from qwen_audio.audio import load_audio  # noqa: E402
+from qwen_audio.audio import load_audio, save_wav  # noqa: E402
 from qwen_audio.errors import AudioNotFoundError, EmptyAudioError, PromptError  # noqa: E402
 
 from .conftest import AUDIO  # noqa: E402
@@ -49,15 +48,6 @@ def spans(response: str) -> list[tuple[float, float]]:
     t = [float(x) for x in TS.findall(response)]
     assert len(t) % 2 == 0, response
     return list(zip(t[::2], t[1::2]))
-
-
-def write_wav(path, samples: np.ndarray, rate: int = 16000) -> str:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
-    return str(path)
 
 
 # ---- the tutorial's speech tasks ------------------------------------------------------------------
@@ -130,7 +120,7 @@ def test_says_what_it_cannot_know(lite):
 
 def test_silence_is_no_speech(lite, tmp_path):
     rng = np.random.default_rng(0)
-    path = write_wav(tmp_path / "quiet.wav", 1e-4 * rng.standard_normal(16000 * 3))
+    path = save_wav(tmp_path / "quiet.wav", 1e-4 * rng.standard_normal(16000 * 3))
     r, _ = ask(lite, [{"audio": path}, {"text": "Recognize the speech"}])
     assert r.startswith("I hear no speech in this audio"), r
 
@@ -142,7 +132,7 @@ def test_missing_file_names_the_path(lite, tmp_path):
 
 
 def test_empty_audio(lite, tmp_path):
-    path = write_wav(tmp_path / "empty.wav", np.zeros(0))
+    path = save_wav(tmp_path / "empty.wav", np.zeros(0))
     with pytest.raises(EmptyAudioError, match="empty.wav"):
         ask(lite, [{"audio": path}, {"text": "Recognize the speech"}])
 
