@@ -101,6 +101,6 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, dtype=None, device=
         from .lite import load_lite
 
         return load_lite(**kwargs)
-    model = QwenAudioForCausalLM.from_pretrained(name_or_path, dtype=dtype, device=device, **kwargs)
-    tokenizer = QwenTokenizer.from_pretrained(name_or_path)
-    return model, tokenizer
+    folder = resolve_checkpoint(name_or_path, revision=kwargs.pop("revision", None))  # download or look up once
+    model = QwenAudioForCausalLM.from_pretrained(folder, dtype=dtype, device=device, **kwargs)
+    return model, QwenTokenizer.from_pretrained(folder)
