@@ -1,32 +1,42 @@
 """qwen-audio: Qwen-Audio-Chat, faithful and fast, with no remote code.
 
-    from qwen_audio import AutoTokenizer, AutoModelForCausalLM, GenerationConfig
-    model, tokenizer = qwen_audio.load("Qwen/Qwen-Audio-Chat")
+    import qwen_audio
+    model, tokenizer = qwen_audio.load("Qwen/Qwen-Audio-Chat")      # or "lite", or a checkpoint folder
+    query = tokenizer.from_list_format([{'audio': 'a.flac'}, {'text': 'what is that sound?'}])
+    response, history = model.chat(tokenizer, query, history=None)
 """
 
 from .api import AutoModelForCausalLM, AutoTokenizer, QwenAudioForCausalLM, load
 from .audio import Clip, load_audio, load_clip
-from .chat import ChatStream, TurnStats
+from .backend import Backend, ChatStream, Segment, Transcript, TranscriptStream, TurnStats, Word
 from .config import AudioConfig, ModelConfig
+from .engine import Engine, EngineConfig
 from .errors import (
     AudioDecodeError,
     AudioError,
     AudioNotFoundError,
+    AudioTooShortError,
     AudioTruncatedWarning,
     CheckpointError,
+    DeviceError,
     EmptyAudioError,
     ModelNotFoundError,
+    NonFiniteError,
+    OptionError,
     PromptError,
     QwenAudioError,
     TokenizerError,
 )
-from .generate import GenerationConfig
+from .messages import Audio, Message, Text
+from .options import GenerationConfig
 from .tokenizer import QwenTokenizer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
-    "AudioConfig", "AudioDecodeError", "AudioError", "AudioNotFoundError", "AudioTruncatedWarning",
-    "AutoModelForCausalLM", "AutoTokenizer", "ChatStream", "CheckpointError", "Clip", "EmptyAudioError",
-    "GenerationConfig", "ModelConfig", "ModelNotFoundError", "PromptError", "QwenAudioError",
-    "QwenAudioForCausalLM", "QwenTokenizer", "TokenizerError", "TurnStats", "load", "load_audio", "load_clip",
+    "Audio", "AudioConfig", "AudioDecodeError", "AudioError", "AudioNotFoundError", "AudioTooShortError",
+    "AudioTruncatedWarning", "AutoModelForCausalLM", "AutoTokenizer", "Backend", "ChatStream", "CheckpointError",
+    "Clip", "DeviceError", "EmptyAudioError", "Engine", "EngineConfig", "GenerationConfig", "Message", "ModelConfig",
+    "ModelNotFoundError", "NonFiniteError", "OptionError", "PromptError", "QwenAudioError", "QwenAudioForCausalLM",
+    "QwenTokenizer", "Segment", "Text", "TokenizerError", "Transcript", "TranscriptStream", "TurnStats", "Word",
+    "load", "load_audio", "load_clip",
 ]

@@ -2,45 +2,105 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 
-from .chat import ChatMixin
+from .backend import Backend
 from .config import ModelConfig
-from .errors import QwenAudioError
-from .generate import GenerationConfig
+from .engine import Engine, EngineConfig
+from .errors import DeviceError, PromptError, TokenizerError
 from .hub import resolve_checkpoint
 from .llm import QwenAudioLM
+from .options import IGNORED_LOAD_KWARGS, GenerationConfig
 from .tokenizer import QwenTokenizer
+from .transcribe import transcribe_windows
 from .weights import load_weights, storage_dtype
 
 DEFAULT_MODEL = "Qwen/Qwen-Audio-Chat"
-LITE = "lite"  # the embedded offline backend
+# Backends built in, by name: "module:function" returning (model, tokenizer). Other names are checkpoints.
+BUILTIN = {"lite": "qwen_audio.lite:load_lite"}
 
 
-class QwenAudioForCausalLM(ChatMixin, QwenAudioLM):
-    """Qwen-Audio-Chat: the model with the published chat API (`chat`, `chat_stream`, `chat_batch`)."""
+class QwenAudioForCausalLM(Backend, QwenAudioLM):
+    """Qwen-Audio-Chat: the faithful model with the published chat API (`chat`, `chat_stream`, `chat_batch`),
+    structured messages (`respond`) and `transcribe`. Conversations live in `self.engine`, not in the
+    weights: several conversations, threads, `.to(...)` and copies all work."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, engine: EngineConfig = EngineConfig()):
         super().__init__(cfg)
-        self._chat_init()
+        self.generation_config = GenerationConfig()
+        self.name_or_path: Path | None = None  # the checkpoint folder, where the tokenizer is found
+        self.engine = Engine(self, engine)
+        self._tokenizer: QwenTokenizer | None = None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device_map=None, torch_dtype=None,
-                        device=None, dtype=None, **kwargs) -> "QwenAudioForCausalLM":
+                        device=None, dtype=None, engine: EngineConfig = EngineConfig(), **kwargs) -> "QwenAudioForCausalLM":
         """Load a checkpoint folder or hub id. `torch_dtype`/`dtype`: a torch dtype, "auto" or None (the
         checkpoint's own dtype; bf16/fp16/fp32=True as in the published code also work).
-        `device_map`/`device`: "cpu", "cuda", "cuda:1", "auto" or None (cuda when available)."""
+        `device_map`/`device`: "cpu", "cuda", "cuda:1", "auto" or None (cuda when available).
+        `engine`: memory budgets of the caches kept between answers."""
+        unknown = sorted(set(kwargs) - IGNORED_LOAD_KWARGS - {"bf16", "fp16", "fp32", "low_cpu_mem_usage"})
+        if unknown:
+            raise TypeError(f"from_pretrained() got unexpected keyword argument(s) {unknown}")
         folder = resolve_checkpoint(name_or_path, revision=kwargs.get("revision"))
         cfg = ModelConfig.from_json(folder / "config.json")
         dtype = _pick_dtype(dtype if dtype is not None else torch_dtype, kwargs, folder)
         device = _pick_device(device if device is not None else device_map)
+        generation_config = GenerationConfig.from_pretrained(folder)
         with torch.device("meta"):
-            model = cls(cfg)
+            model = cls(cfg, engine)
         load_weights(model, folder, dtype=dtype, device=device)
-        model.generation_config = GenerationConfig.from_pretrained(folder)
+        model.generation_config, model.name_or_path = generation_config, folder
         return model.eval()
+
+    @property
+    def reuse_kv(self) -> bool:
+        """False: every prompt is computed from scratch, the published way (for comparisons)."""
+        return self.engine.config.reuse
+
+    @reuse_kv.setter
+    def reuse_kv(self, value: bool) -> None:
+        self.engine.config = replace(self.engine.config, reuse=bool(value))
+
+    # -- the Backend primitives -----------------------------------------------------------------------
+
+    def default_tokenizer(self) -> QwenTokenizer:
+        if self._tokenizer is None:
+            if self.name_or_path is None:
+                raise PromptError("this model was not loaded from a checkpoint folder: pass its tokenizer")
+            self._tokenizer = QwenTokenizer.from_pretrained(self.name_or_path)
+        return self._tokenizer
+
+    def _check_tokenizer(self, tokenizer) -> QwenTokenizer:
+        if not isinstance(tokenizer, QwenTokenizer):
+            raise TokenizerError(f"this model needs its QwenTokenizer, got {type(tokenizer).__name__}")
+        if tokenizer.audio_start_id != self.config.audio.audio_start_id:
+            raise TokenizerError(f"the tokenizer's <audio> id {tokenizer.audio_start_id} is not the model's "
+                                 f"audio_start_id {self.config.audio.audio_start_id}: they do not belong together")
+        return tokenizer
+
+    def _answer(self, tokenizer, conversation, cfg):
+        return self.engine.answer(self._check_tokenizer(tokenizer), conversation, cfg)
+
+    def _answer_batch(self, tokenizer, conversations, cfg):
+        return self.engine.answer_batch(self._check_tokenizer(tokenizer), conversations, cfg)
+
+    def _transcribe(self, tokenizer, source, request, cfg):
+        return transcribe_windows(self.engine, self._check_tokenizer(tokenizer), source, request, cfg)
+
+
+def _builtin(name, **kwargs) -> tuple | None:
+    """(model, tokenizer) of a built-in backend named `name`, or None when it names none."""
+    target = BUILTIN.get(os.fspath(name)) if isinstance(name, (str, os.PathLike)) else None
+    if target is None:
+        return None
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)(**kwargs)
 
 
 def _pick_dtype(dtype, kwargs: dict, folder) -> torch.dtype:
@@ -52,10 +112,10 @@ def _pick_dtype(dtype, kwargs: dict, folder) -> torch.dtype:
     if isinstance(dtype, str):
         named = getattr(torch, dtype.replace("bf16", "bfloat16").replace("fp16", "float16").replace("fp32", "float32"), None)
         if not isinstance(named, torch.dtype):
-            raise QwenAudioError(f"unknown dtype {dtype!r}: use 'float32', 'bfloat16' or 'float16'")
+            raise DeviceError(f"unknown dtype {dtype!r}: use 'float32', 'bfloat16' or 'float16'")
         dtype = named
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise QwenAudioError(f"unsupported dtype {dtype}: use float32, bfloat16 or float16")
+        raise DeviceError(f"unsupported dtype {dtype}: use float32, bfloat16 or float16")
     return dtype
 
 
@@ -64,9 +124,18 @@ def _pick_device(device) -> torch.device:
         device = next(iter(device.values()), None)
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device if not isinstance(device, int) else f"cuda:{device}")
+    try:
+        device = torch.device(device if not isinstance(device, int) else f"cuda:{device}")
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:1', 'mps' or 'auto'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise QwenAudioError(f"device {device} was asked for, but torch sees no CUDA device here")
+        raise DeviceError(f"device {device} was asked for, but torch sees no CUDA device here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"device {device} was asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("device mps was asked for, but torch sees no Apple GPU here")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"device {device} is not supported: use cpu, cuda or mps")
     return device
 
 
@@ -75,11 +144,8 @@ class AutoTokenizer:
 
     @staticmethod
     def from_pretrained(name_or_path: str | os.PathLike = DEFAULT_MODEL, **kwargs):
-        if str(name_or_path) == LITE:
-            from .lite import load_lite
-
-            return load_lite()[1]
-        return QwenTokenizer.from_pretrained(name_or_path, **kwargs)
+        builtin = _builtin(name_or_path)
+        return builtin[1] if builtin else QwenTokenizer.from_pretrained(name_or_path, **kwargs)
 
 
 class AutoModelForCausalLM:
@@ -87,20 +153,17 @@ class AutoModelForCausalLM:
 
     @staticmethod
     def from_pretrained(name_or_path: str | os.PathLike = DEFAULT_MODEL, **kwargs):
-        kwargs.pop("trust_remote_code", None)
-        if str(name_or_path) == LITE:
-            from .lite import load_lite
-
-            return load_lite()[0]
-        return QwenAudioForCausalLM.from_pretrained(name_or_path, **kwargs)
+        builtin = _builtin(name_or_path)
+        return builtin[0] if builtin else QwenAudioForCausalLM.from_pretrained(name_or_path, **kwargs)
 
 
-def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, dtype=None, device=None, **kwargs):
-    """Load (model, tokenizer) in one call: a checkpoint folder, a hub id, or "lite" (offline, small)."""
-    if str(name_or_path) == LITE:
-        from .lite import load_lite
-
-        return load_lite(**kwargs)
-    folder = resolve_checkpoint(name_or_path, revision=kwargs.pop("revision", None))  # download or look up once
+def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, dtype=None, device=None, **kwargs) -> tuple[Backend, object]:
+    """(model, tokenizer) in one call: a checkpoint folder, a hub id, or "lite" (offline, small).
+    Keyword arguments go to the backend's loader (`from_pretrained`, `load_lite`)."""
+    given = {k: v for k, v in dict(dtype=dtype, device=device).items() if v is not None}
+    builtin = _builtin(name_or_path, **given, **kwargs)
+    if builtin:
+        return builtin
+    folder = resolve_checkpoint(name_or_path, revision=kwargs.get("revision"))  # download or look up once
     model = QwenAudioForCausalLM.from_pretrained(folder, dtype=dtype, device=device, **kwargs)
-    return model, QwenTokenizer.from_pretrained(folder)
+    return model, model.default_tokenizer()

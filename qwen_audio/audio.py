@@ -6,18 +6,20 @@ prompt span with it, the encoder cuts its output with it, and the tests check it
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 import torch
 
-from .errors import AudioDecodeError, AudioNotFoundError, AudioTruncatedWarning, EmptyAudioError
+from .errors import AudioDecodeError, AudioNotFoundError, AudioTooShortError, AudioTruncatedWarning, EmptyAudioError
 
 SAMPLE_RATE = 16000  # Hz
 N_FFT = 400  # 25 ms analysis window
@@ -58,6 +60,7 @@ def audio_length(n_samples: int) -> AudioLength:
 
 
 def _describe(source) -> str:
+    """How a source is named in messages."""
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
     if isinstance(source, (bytes, bytearray)):
@@ -67,33 +70,105 @@ def _describe(source) -> str:
     return f"<{type(source).__name__}>"
 
 
-def _resampler():
-    import av  # lazily: only decoding needs it
-
-    return av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+MIN_SAMPLES = 3 * HOP_LENGTH  # 30 ms: the shortest clip that gives the model one audio position
 
 
-def _decode_container(file, name: str) -> np.ndarray:
-    """Decode the first audio stream of a container to int16 mono 16 kHz with libswresample."""
-    import av
+class AudioReader:
+    """Decode a source to float32 mono 16 kHz samples a piece at a time (see `load_audio` for sources).
 
-    try:
-        with av.open(file, metadata_errors="ignore") as container:
+    Memory holds only what has been decoded and not yet taken, so a 10-hour file can be read in
+    windows. `total_seconds` is the container's stated length (None when it states none). Samples
+    are the same, bit for bit, as decoding the whole file at once: libswresample's output for the
+    start of a file does not depend on how much of the rest is read.
+    """
+
+    def __init__(self, source: AudioSource, sample_rate: int | None = None, name: str | None = None):
+        self.name = name or _describe(source[0] if isinstance(source, tuple) and len(source) == 2 else source)
+        self.total_seconds: float | None = None
+        self._buffer = np.zeros(0, dtype=np.int16)
+        if isinstance(source, tuple):
+            if len(source) != 2:
+                raise AudioDecodeError(f"{self.name}: pass in-memory audio as (array, sample_rate)")
+            source, sample_rate = source
+        if isinstance(source, np.ndarray):
+            self._buffer = _convert_array(source, sample_rate or SAMPLE_RATE, self.name)
+            self._chunks = iter(())
+            self.total_seconds = len(self._buffer) / SAMPLE_RATE
+            return
+        if isinstance(source, (bytes, bytearray)):
+            file = io.BytesIO(bytes(source))
+        elif isinstance(source, (str, os.PathLike)):
+            file = os.fspath(source)
+            if not os.path.exists(file):
+                raise AudioNotFoundError(f"audio file not found: {file}")
+            if os.path.isdir(file):
+                raise AudioDecodeError(f"{file}: is a folder, not an audio file")
+        elif hasattr(source, "read"):
+            file = source
+        else:
+            raise AudioDecodeError(f"{self.name}: not an audio source (give a path, bytes, or an array)")
+        self._chunks = self._decode(file)
+        next(self._chunks)  # open the container now: a broken file fails here, naming itself
+
+    def _decode(self, file) -> Iterator[np.ndarray]:
+        """Open `file` (yielding nothing once it is open), then yield int16 chunks to the end, flushed."""
+        import av  # lazily: only decoding needs it
+
+        try:
+            container = av.open(file, metadata_errors="ignore")
+        except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as e:
+            raise AudioDecodeError(f"{self.name}: cannot decode audio ({e})") from e
+        try:
             if not container.streams.audio:
-                raise AudioDecodeError(f"{name}: no audio stream in this file")
+                raise AudioDecodeError(f"{self.name}: no audio stream in this file")
             stream = container.streams.audio[0]
-            resampler = _resampler()
-            chunks = []
+            if stream.duration is not None and stream.time_base is not None:
+                self.total_seconds = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                self.total_seconds = container.duration / 1_000_000  # av.time_base: microseconds
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+            yield np.zeros(0, dtype=np.int16)
             for frame in container.decode(stream):
-                chunks.extend(f.to_ndarray() for f in resampler.resample(frame))
-            chunks.extend(f.to_ndarray() for f in resampler.resample(None))
-    except AudioDecodeError:
-        raise
-    except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as e:
-        raise AudioDecodeError(f"{name}: cannot decode audio ({e})") from e
-    if not chunks:
-        return np.zeros(0, dtype=np.int16)
-    return np.concatenate([c.reshape(-1) for c in chunks])
+                for f in resampler.resample(frame):
+                    yield f.to_ndarray().reshape(-1)
+            for f in resampler.resample(None):
+                yield f.to_ndarray().reshape(-1)
+        except AudioDecodeError:
+            raise
+        except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as e:
+            raise AudioDecodeError(f"{self.name}: cannot decode audio ({e})") from e
+        finally:
+            container.close()
+
+    def read_pcm(self, n: int | None = None) -> np.ndarray:
+        """Up to `n` more int16 samples (all that are left when n is None); fewer only at the end."""
+        parts, have = [self._buffer], len(self._buffer)
+        while n is None or have < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        pcm = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if n is None or len(pcm) <= n:
+            self._buffer = pcm[:0]
+            return pcm
+        self._buffer = pcm[n:]
+        return pcm[:n]
+
+    def read(self, n: int | None = None) -> np.ndarray:
+        """Up to `n` more samples as float32 in [-1, 1) (see `read_pcm`)."""
+        return self.read_pcm(n).astype(np.float32) / 32768.0
+
+    def close(self) -> None:
+        self._chunks.close() if hasattr(self._chunks, "close") else None
+        self._buffer = self._buffer[:0]
+
+    def __enter__(self) -> "AudioReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _convert_array(array: np.ndarray, sample_rate: int, name: str) -> np.ndarray:
@@ -105,15 +180,19 @@ def _convert_array(array: np.ndarray, sample_rate: int, name: str) -> np.ndarray
         array = array[:, None]
     if array.ndim != 2:
         raise AudioDecodeError(f"{name}: expected (samples,) or (samples, channels), got {array.shape}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= 768000:
+        raise AudioDecodeError(f"{name}: sample rate must be an integer number of Hz (1000-768000), got {sample_rate!r}")
     n, channels = array.shape
     if n == 0:
         return np.zeros(0, dtype=np.int16)
     if array.dtype == np.int16:
         fmt, planar = "s16p", np.ascontiguousarray(array.T)
-    else:
+    elif array.dtype.kind in "iuf":
         if array.dtype.kind in "iu":
             array = array.astype(np.float64) / float(np.iinfo(array.dtype).max + 1)
         fmt, planar = "fltp", np.ascontiguousarray(array.T, dtype=np.float32)
+    else:
+        raise AudioDecodeError(f"{name}: audio arrays hold numbers, not {array.dtype}")
     if not np.all(np.isfinite(planar)):
         raise AudioDecodeError(f"{name}: audio contains NaN or infinite samples")
     layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
@@ -123,41 +202,24 @@ def _convert_array(array: np.ndarray, sample_rate: int, name: str) -> np.ndarray
         raise AudioDecodeError(f"{name}: cannot use a {channels}-channel array ({e})") from e
     frame.sample_rate = int(sample_rate)
     frame.pts = None
-    resampler = _resampler()
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
     chunks = [f.to_ndarray() for f in resampler.resample(frame)]
     chunks += [f.to_ndarray() for f in resampler.resample(None)]
     return np.concatenate([c.reshape(-1) for c in chunks]) if chunks else np.zeros(0, np.int16)
 
 
 def load_audio(source: AudioSource, sample_rate: int | None = None) -> np.ndarray:
-    """Decode `source` to float32 mono samples at 16 kHz, quantised to 16-bit like the published code.
+    """Decode all of `source` to float32 mono samples at 16 kHz, quantised to 16-bit like the published code.
 
-    Returns an array of shape (n_samples,) with values in [-1, 1). Raises AudioNotFoundError,
-    AudioDecodeError or EmptyAudioError naming the source.
+    `source`: a path, encoded bytes, a file object, a 16 kHz mono float array, or (array, sample_rate)
+    with array shaped (samples,) or (samples, channels). Returns an array of shape (n_samples,) with
+    values in [-1, 1). Raises AudioNotFoundError, AudioDecodeError or EmptyAudioError naming the source.
     """
-    name = _describe(source)
-    if isinstance(source, tuple):
-        if len(source) != 2:
-            raise AudioDecodeError(f"{name}: pass in-memory audio as (array, sample_rate)")
-        source, sample_rate = source
-    if isinstance(source, np.ndarray):
-        pcm = _convert_array(source, sample_rate or SAMPLE_RATE, name)
-    elif isinstance(source, (bytes, bytearray)):
-        pcm = _decode_container(io.BytesIO(bytes(source)), name)
-    elif isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise AudioNotFoundError(f"audio file not found: {path}")
-        if os.path.isdir(path):
-            raise AudioDecodeError(f"{path}: is a folder, not an audio file")
-        pcm = _decode_container(path, name)
-    elif hasattr(source, "read"):
-        pcm = _decode_container(source, name)
-    else:
-        raise AudioDecodeError(f"{name}: not an audio source (give a path, bytes, or an array)")
-    if pcm.size == 0:
-        raise EmptyAudioError(f"{name}: the audio is empty (no samples)")
-    return pcm.astype(np.float32) / 32768.0
+    with AudioReader(source, sample_rate) as reader:
+        samples = reader.read()
+    if samples.size == 0:
+        raise EmptyAudioError(f"{reader.name}: the audio is empty (no samples)")
+    return samples
 
 
 def save_wav(path: str | os.PathLike, samples: np.ndarray) -> str:
@@ -227,73 +289,191 @@ def log_mel_spectrogram(samples: torch.Tensor, n_mels: int = N_MELS) -> torch.Te
 
 @dataclass(frozen=True, eq=False)
 class Clip:
-    """One decoded clip: the whole signal, of which the encoder hears the first 30 s."""
+    """One decoded clip: its samples (all of it, or its start when read with `max_samples`)."""
 
     name: str  # the path or label it came from
-    samples: np.ndarray  # float32 [n_samples] at SAMPLE_RATE, the whole clip (may exceed 30 s)
+    samples: np.ndarray  # float32 [n_samples] at SAMPLE_RATE
+    truncated: bool = False  # True when the recording goes on past `samples`
+    total_seconds: float | None = None  # the whole recording's length as its container states it, if it does
 
     @property
     def duration(self) -> float:
-        """Seconds of audio in the whole clip."""
-        return len(self.samples) / SAMPLE_RATE
+        """Seconds of audio in the whole recording (as far as is known when it was truncated)."""
+        heard = len(self.samples) / SAMPLE_RATE
+        return max(heard, self.total_seconds or 0.0) if self.truncated else heard
 
     @property
     def length(self) -> AudioLength:
         return audio_length(len(self.samples))
 
     def mel(self) -> torch.Tensor:
-        """[N_MELS, N_FRAMES] log-mel of the first 30 s, warning when the rest is dropped."""
-        dropped = len(self.samples) - N_SAMPLES
-        if dropped > 0:
-            warnings.warn(
-                f"{self.name}: {self.duration:.1f} s of audio; only the first {CHUNK_SECONDS} s are used "
-                f"({dropped / SAMPLE_RATE:.1f} s dropped). Use `qwen-audio transcribe` for long audio.",
-                AudioTruncatedWarning,
-                stacklevel=3,
-            )
+        """[N_MELS, N_FRAMES] log-mel of the first 30 s."""
         return log_mel_spectrogram(pad_or_trim(torch.from_numpy(self.samples)))
 
+    def warn_if_truncated(self) -> None:
+        """Say how much of the recording the model does not hear (AudioTruncatedWarning)."""
+        if not self.truncated and len(self.samples) <= N_SAMPLES:
+            return
+        if self.total_seconds and self.total_seconds > CHUNK_SECONDS:
+            told = (f"{self.duration:.1f} s of audio; only the first {CHUNK_SECONDS} s are used "
+                    f"({self.duration - CHUNK_SECONDS:.1f} s dropped)")
+        else:
+            told = f"longer than {CHUNK_SECONDS} s; only the first {CHUNK_SECONDS} s are used"
+        warnings.warn(f"{self.name}: {told}. Use `qwen-audio transcribe` for long audio.",
+                      AudioTruncatedWarning, stacklevel=4)
+
+
+# ---- clips by identity ------------------------------------------------------------------------------------
 
 MEMORY_PREFIX = "memory://"  # names of in-memory audio given to from_list_format
-MEMORY_CLIPS = 256  # in-memory clips kept by name; the least recently used are forgotten
-_memory: "OrderedDict[str, AudioSource]" = OrderedDict()
+MEMORY_BYTES = 512 << 20  # in-memory audio kept by name; the least recently used is forgotten past this
+MAX_URL_BYTES = 200 << 20  # an http(s) clip named in a tutorial-style tag is refused past this size
+_memory: "OrderedDict[str, tuple[AudioSource, int]]" = OrderedDict()
+_memory_lock = threading.Lock()
+
+
+def _digest(data) -> str:
+    return hashlib.blake2b(memoryview(data).cast("B"), digest_size=16).hexdigest()
+
+
+def source_key(source: AudioSource) -> tuple:
+    """What identifies a clip: a file by path, size and modification time; in-memory audio by content,
+    shape, dtype and sample rate; a `memory://` name or URL by itself."""
+    if isinstance(source, str) and (source.startswith(MEMORY_PREFIX) or source.startswith(("http://", "https://"))):
+        return ("name", source)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.path.abspath(os.fspath(source))
+        try:
+            st = os.stat(path)
+        except OSError:
+            return ("file", path)
+        return ("file", path, st.st_size, st.st_mtime_ns)
+    if isinstance(source, (bytes, bytearray)):
+        return ("bytes", _digest(bytes(source)), len(source))
+    rate = None
+    if isinstance(source, tuple) and len(source) == 2:
+        source, rate = source
+        rate = int(rate) if isinstance(rate, (int, np.integer)) else repr(rate)
+    if isinstance(source, np.ndarray):
+        array = np.ascontiguousarray(source)
+        return ("array", _digest(array), array.shape, array.dtype.str, rate)
+    raise AudioDecodeError(f"{_describe(source)}: give a path, bytes, an array, or (array, sample_rate)")
+
+
+def _nbytes(source) -> int:
+    if isinstance(source, tuple):
+        source = source[0]
+    return source.nbytes if isinstance(source, np.ndarray) else len(source)
 
 
 def remember(source: AudioSource) -> str:
-    """Keep in-memory audio (bytes, an array, or (array, rate)) under a content-derived name that can
-    stand inside `<audio>...</audio>` tags; `load_clip(name)` finds it again."""
-    import hashlib
-
-    h = hashlib.sha1()
-    if isinstance(source, tuple):
-        h.update(np.ascontiguousarray(source[0]).tobytes() + str(source[1]).encode())
-    elif isinstance(source, np.ndarray):
-        h.update(np.ascontiguousarray(source).tobytes())
-    elif isinstance(source, (bytes, bytearray)):
-        h.update(bytes(source))
-    else:
-        raise AudioDecodeError(f"{_describe(source)}: give a path, bytes, an array, or (array, sample_rate)")
-    name = f"{MEMORY_PREFIX}{h.hexdigest()[:16]}"
-    _memory[name] = source
-    _memory.move_to_end(name)
-    while len(_memory) > MEMORY_CLIPS:
-        _memory.popitem(last=False)
+    """Keep in-memory audio (bytes, an array, or (array, rate)) under a name made from its content, shape,
+    dtype and rate, that can stand inside `<audio>...</audio>` tags; `load_clip(name)` finds it again.
+    At most MEMORY_BYTES are kept: the least recently used audio is forgotten first."""
+    if isinstance(source, (str, os.PathLike)):
+        raise AudioDecodeError(f"{_describe(source)}: a path needs no remembering; give bytes or an array")
+    key = source_key(source)
+    name = f"{MEMORY_PREFIX}{_digest(repr(key).encode())}"
+    with _memory_lock:
+        _memory[name] = (source, _nbytes(source))
+        _memory.move_to_end(name)
+        total = sum(n for _, n in _memory.values())
+        while total > MEMORY_BYTES and len(_memory) > 1:
+            total -= _memory.popitem(last=False)[1][1]
     return name
 
 
-def load_clip(source: AudioSource, name: str | None = None) -> Clip:
-    """Decode `source` into a Clip (see `load_audio`; also names made by `remember` and http(s) URLs)."""
-    if isinstance(source, str) and source.startswith(MEMORY_PREFIX):
-        if source not in _memory:
-            raise AudioNotFoundError(f"{source}: no in-memory audio of that name in this process (or long forgotten)")
-        _memory.move_to_end(source)
-        return Clip(source, load_audio(_memory[source]))
-    if isinstance(source, str) and source.startswith(("http://", "https://")):
-        import urllib.request
+def _recall(name: str) -> AudioSource:
+    with _memory_lock:
+        if name not in _memory:
+            raise AudioNotFoundError(f"{name}: no in-memory audio of that name in this process (or long forgotten)")
+        _memory.move_to_end(name)
+        return _memory[name][0]
 
-        try:
-            with urllib.request.urlopen(source, timeout=30) as r:
-                return Clip(source, load_audio(r.read()))
-        except OSError as e:
-            raise AudioNotFoundError(f"{source}: cannot fetch ({e})") from e
-    return Clip(name or _describe(source), load_audio(source))
+
+def _fetch(url: str) -> bytes:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            data = r.read(MAX_URL_BYTES + 1)
+    except (OSError, ValueError) as e:
+        raise AudioNotFoundError(f"{url}: cannot fetch ({e})") from e
+    if len(data) > MAX_URL_BYTES:
+        raise AudioDecodeError(f"{url}: larger than {MAX_URL_BYTES >> 20} MB")
+    return data
+
+
+def open_source(source: AudioSource, name: str | None = None) -> AudioReader:
+    """An AudioReader for `source`, which may also be a `memory://` name or (tutorial tags) an http(s) URL."""
+    label = name or (source if isinstance(source, str) else None)
+    if isinstance(source, str) and source.startswith(MEMORY_PREFIX):
+        source = _recall(source)
+    elif isinstance(source, str) and source.startswith(("http://", "https://")):
+        source = _fetch(source)
+    return AudioReader(source, name=label)
+
+
+def load_clip(source: AudioSource | Clip, name: str | None = None, max_samples: int | None = None) -> Clip:
+    """Decode `source` into a Clip: all of it, or only its first `max_samples` (the rest is not decoded;
+    `truncated` says whether there was more). Sources as `open_source`."""
+    if isinstance(source, Clip):
+        return source
+    with open_source(source, name) as reader:
+        samples = reader.read(None if max_samples is None else max_samples + 1)
+        truncated = max_samples is not None and len(samples) > max_samples
+        clip = Clip(reader.name, samples[:max_samples] if truncated else samples, truncated, reader.total_seconds)
+    if len(clip.samples) == 0:
+        raise EmptyAudioError(f"{clip.name}: the audio is empty (no samples)")
+    return clip
+
+
+class ClipStore:
+    """What the model hears of each clip (its first 30 s, decoded once) and its log-mel, by identity
+    (`source_key`). The least recently used are dropped once they hold more than `max_bytes`."""
+
+    def __init__(self, max_bytes: int = 256 << 20):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, list] = OrderedDict()  # key -> [clip, mel or None]
+        self._lock = threading.Lock()
+
+    def clip(self, source: AudioSource, name: str | None = None) -> Clip:
+        """The clip as the model hears it. Raises the audio errors, and AudioTooShortError under 30 ms."""
+        return self._entry(source, name)[0]
+
+    def mel(self, source: AudioSource, name: str | None = None) -> torch.Tensor:
+        """[N_MELS, N_FRAMES] log-mel of the clip."""
+        entry = self._entry(source, name)
+        if entry[1] is None:
+            entry[1] = entry[0].mel()
+            self._evict()
+        return entry[1]
+
+    def _entry(self, source, name) -> list:
+        key = source_key(source)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry
+        clip = load_clip(source, name, max_samples=N_SAMPLES)
+        if len(clip.samples) < MIN_SAMPLES:
+            raise AudioTooShortError(f"{clip.name}: {1000 * clip.duration:.0f} ms of audio is too short; "
+                                     f"the model needs at least {1000 * MIN_SAMPLES // SAMPLE_RATE} ms")
+        clip.warn_if_truncated()
+        with self._lock:
+            entry = self._entries.setdefault(key, [clip, None])
+            self._entries.move_to_end(key)
+        self._evict()
+        return entry
+
+    def _evict(self) -> None:
+        with self._lock:
+            size = lambda e: e[0].samples.nbytes + (e[1].nbytes if e[1] is not None else 0)  # noqa: E731
+            total = sum(size(e) for e in self._entries.values())
+            while total > self.max_bytes and len(self._entries) > 1:
+                total -= size(self._entries.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

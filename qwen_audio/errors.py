@@ -21,8 +21,24 @@ class EmptyAudioError(AudioError):
     """Audio with no samples."""
 
 
+class AudioTooShortError(AudioError):
+    """Audio too short to give the model one position (under 30 ms)."""
+
+
 class PromptError(QwenAudioError, ValueError):
     """A malformed prompt: an unclosed <audio> tag, or a prompt longer than the model's window."""
+
+
+class OptionError(QwenAudioError, ValueError):
+    """A generation or engine option that is unknown, of the wrong type, or out of range."""
+
+
+class DeviceError(QwenAudioError, ValueError):
+    """A device or dtype that cannot be used here."""
+
+
+class NonFiniteError(QwenAudioError, ArithmeticError):
+    """The model computed NaN or infinite logits (NaN weights, or float16 overflow)."""
 
 
 class CheckpointError(QwenAudioError):

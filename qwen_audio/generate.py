@@ -1,79 +1,18 @@
-"""Prefill, decode steps, sampling and stop tokens: free functions over (model, tokens, options)."""
+"""Prefill, decode steps, sampling and stop tokens: free functions over (model, tokens, options).
+
+`GenerationConfig` (the options) lives in `options.py` and is re-exported here.
+"""
 
 from __future__ import annotations
 
 import codecs
-import json
-import os
-from dataclasses import dataclass, fields, replace
-from pathlib import Path
 from typing import Iterator
 
 import torch
 
-from .errors import QwenAudioError
+from .errors import NonFiniteError
 from .llm import KVCache, QwenAudioLM
-
-
-@dataclass
-class GenerationConfig:
-    """Generation settings, read from a checkpoint's generation_config.json (the tutorial's API).
-
-    Defaults are the published chat model's. Mutable like transformers' class, so
-    `model.generation_config.top_p = 0.8` works; `model.chat(..., top_p=0.8)` overrides one call.
-    """
-
-    chat_format: str = "chatml"
-    max_new_tokens: int = 512  # new tokens at most
-    do_sample: bool = True  # False: greedy
-    temperature: float = 1.0
-    top_p: float = 0.5  # nucleus sampling: keep the smallest set of tokens with this much probability
-    top_k: int = 0  # 0: off
-    repetition_penalty: float = 1.0  # 1: off; >1 discourages tokens already in the prompt or answer
-    seed: int | None = None  # a fixed seed makes sampling reproducible
-    eos_token_id: int = 151643
-    pad_token_id: int = 151643
-    max_window_size: int = 6144  # oldest history turns are dropped to fit this many prompt tokens
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GenerationConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **overrides) -> "GenerationConfig":
-        from .hub import resolve_checkpoint
-
-        if str(name_or_path) == "lite":  # the embedded backend answers greedily unless asked to sample
-            return cls(**{"do_sample": False, **overrides})
-        path = Path(resolve_checkpoint(name_or_path)) / "generation_config.json"
-        d = json.loads(path.read_text()) if path.is_file() else {}
-        for k in ("trust_remote_code", "revision"):
-            overrides.pop(k, None)
-        return cls.from_dict({**d, **overrides})
-
-    def updated(self, **overrides) -> "GenerationConfig":
-        """A copy with `overrides` applied; unknown names are an error, not silently ignored."""
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise TypeError(f"unknown generation option(s) {unknown}; known: {sorted(known)}")
-        cfg = replace(self, **overrides)
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        if self.max_new_tokens < 1:
-            raise QwenAudioError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.do_sample and not (0 < self.top_p <= 1):
-            raise QwenAudioError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.do_sample and self.temperature <= 0:
-            raise QwenAudioError(f"temperature must be > 0 when sampling, got {self.temperature}")
-        if self.repetition_penalty <= 0:
-            raise QwenAudioError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+from .options import GenerationConfig
 
 
 def next_token(logits: torch.Tensor, seen: torch.Tensor, cfg: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
@@ -111,6 +50,35 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     return None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
 
 
+def check_finite(model: QwenAudioLM, logits: torch.Tensor, step: int) -> None:
+    """Raise NonFiniteError, naming weights that hold NaN or inf if any, when `logits` are not all finite."""
+    if bool(torch.isfinite(logits).all()):
+        return
+    bad = model.nonfinite_weights()
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        why = f"these weights hold NaN or infinite values: {', '.join(bad[:3])}{more}; the checkpoint is damaged"
+    else:
+        why = f"no weight is NaN or infinite, so {model.dtype} overflowed: load with dtype=torch.bfloat16 or float32"
+    raise NonFiniteError(f"the model computed NaN or infinite logits at step {step}: {why}")
+
+
+def prefill(model: QwenAudioLM, tokens: torch.Tensor, start: int, cache: KVCache, *, audio=(), pad=None,
+            alpha=None) -> torch.Tensor:
+    """Run `tokens` [B, S] at cache columns [start, start + S); returns the last position's logits [B, V]."""
+    logits = model(tokens, start, cache, audio=audio, pad=pad, alpha=alpha, last_only=True)[:, -1]
+    check_finite(model, logits, 0)
+    return logits
+
+
+def decode_one_token(model: QwenAudioLM, token: torch.Tensor, pos: int, cache: KVCache, *, pad=None, alpha=None,
+                     step: int = 0) -> torch.Tensor:
+    """Feed one token per row, token [B], at cache column `pos`; returns the next logits [B, V]."""
+    logits = model(token[:, None], pos, cache, pad=pad, alpha=alpha)[:, -1]
+    check_finite(model, logits, step)
+    return logits
+
+
 @torch.inference_mode()
 def generate(
     model: QwenAudioLM,
@@ -124,31 +92,31 @@ def generate(
     pad: torch.Tensor | None = None,
     alpha: list[float] | None = None,
     seen: torch.Tensor | None = None,
+    max_new_tokens: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """Prefill `tokens` [B, S] at cache columns [start, start + S), then decode; yield the next ids [B] each step.
 
-    Stops when every row has produced a stop id or after `cfg.max_new_tokens` steps. Rows that
-    stopped keep being fed the pad token; their output is the caller's to ignore. `seen` [B, L] are
-    the ids the repetition penalty looks at (default: `tokens`).
+    Stops when every row has produced a stop id or after `max_new_tokens` (default: the options') steps.
+    Rows that stopped are fed the pad token; their output is the caller's to ignore. `seen` [B, L] are
+    the ids the repetition penalty looks at (default: `tokens`). The one driver of every answer.
     """
-    cfg.validate()
+    steps = cfg.max_new_tokens if max_new_tokens is None else max_new_tokens
     generator = make_generator(cfg.seed, tokens.device)
     seen = tokens if seen is None else seen
-    b = tokens.shape[0]
-    cache.grow(start + tokens.shape[1] + cfg.max_new_tokens)
-    logits = model(tokens, start, cache, audio=audio, pad=pad, alpha=alpha, last_only=True)[:, -1]
+    cache.grow(start + tokens.shape[1] + steps)
+    logits = prefill(model, tokens, start, cache, audio=audio, pad=pad, alpha=alpha)
     pos = start + tokens.shape[1]
-    done = torch.zeros(b, dtype=torch.bool, device=tokens.device)
+    done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
     stop = torch.tensor(sorted(stop_ids), device=tokens.device)
-    for step in range(cfg.max_new_tokens):
+    for step in range(steps):
         nxt = next_token(logits, seen, cfg, generator)
         nxt = torch.where(done, torch.full_like(nxt, cfg.pad_token_id), nxt)
         yield nxt
         done |= torch.isin(nxt, stop)
-        if bool(done.all()) or step == cfg.max_new_tokens - 1:
+        if bool(done.all()) or step == steps - 1:
             return
         seen = torch.cat([seen, nxt[:, None]], dim=1)
-        logits = model(nxt[:, None], pos, cache, pad=pad, alpha=alpha)[:, -1]
+        logits = decode_one_token(model, nxt, pos, cache, pad=pad, alpha=alpha, step=step + 1)
         pos += 1
 
 

@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .audio import AudioLength
 from .config import ModelConfig
 from .encoder import AudioEncoder
+from .errors import PromptError
 
 
 def ntk_alpha(n_tokens: int, seq_length: int) -> float:
@@ -38,6 +40,15 @@ class KVCache:
     @property
     def capacity(self) -> int:
         return self.k[0].shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.k) + sum(t.nbytes for t in self.v)
+
+    def copy_prefix(self, other: "KVCache", n: int) -> None:
+        """Take columns [0, n) of every layer from `other` (same shape but for capacity)."""
+        for mine, theirs in zip(self.k + self.v, other.k + other.v):
+            mine[:, :, :n] = theirs[:, :, :n]
 
     def grow(self, capacity: int) -> None:
         """Keep the contents, make room for `capacity` columns (no-op if there is room)."""
@@ -148,8 +159,17 @@ class QwenAudioLM(nn.Module):
         return self.lm_head.weight.dtype
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
+        """An empty cache for `batch` rows of `capacity` columns, in the weights' dtype and device."""
         c = self.config
         return KVCache(c.n_layer, batch, c.n_head, c.head_dim, capacity, self.dtype, self.device)
+
+    def embed_audio(self, mels: torch.Tensor, lengths: list[AudioLength], t_max: int | None = None) -> list[torch.Tensor]:
+        """Encode clips as one batch: mels [B, n_mels, 3000] -> per clip [span, dim] (see AudioEncoder.embed_audio)."""
+        return self.transformer.audio.embed_audio(mels, lengths, t_max)
+
+    def nonfinite_weights(self) -> list[str]:
+        """Names of the parameters holding NaN or infinite values (a damaged checkpoint)."""
+        return [name for name, p in self.named_parameters() if not bool(torch.isfinite(p).all())]
 
     def embed(self, tokens: torch.Tensor, audio: list[torch.Tensor] = ()) -> torch.Tensor:
         """tokens: [B, S] -> [B, S, dim]; each `<audio>`..`</audio>` span (row-major order) takes the next
@@ -159,10 +179,10 @@ class QwenAudioLM(nn.Module):
         starts = (tokens == start_id).nonzero().tolist()
         ends = (tokens == start_id + 1).nonzero().tolist()
         if len(starts) != len(audio) or len(ends) != len(audio):
-            raise ValueError(f"{len(starts)} audio spans in the tokens but {len(audio)} clips given")
+            raise PromptError(f"{len(starts)} <audio> and {len(ends)} </audio> tokens in the prompt but {len(audio)} clips given")
         for (row, a), (row_e, e), feats in zip(starts, ends, audio):
             if row != row_e or e - a + 1 != feats.shape[0]:
-                raise ValueError(f"audio span [{a}, {e}] of row {row} does not fit features of length {feats.shape[0]}")
+                raise PromptError(f"audio span [{a}, {e}] of row {row} does not fit features of length {feats.shape[0]}")
             x[row, a : e + 1] = feats.to(x.dtype)
         return x
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from .errors import PromptError, TokenizerError
+from .messages import AUDIO_END, AUDIO_START, Audio, Conversation
 
 PAT_STR = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -21,8 +22,6 @@ PAT_STR = (
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
-AUDIO_START = "<audio>"
-AUDIO_END = "</audio>"
 AUDIO_PAD = "[[[AUDIO:modality]]]"  # fills a clip's span in the prompt
 LANGUAGES = ("en", "zh", "de", "es", "ko", "fr", "ja", "it")
 MAX_TIMESTAMP_CS = 3000  # timestamps run <|0.00|> .. <|30.00|> in 10 ms steps
@@ -97,7 +96,7 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     *AUDIO_SPECIAL_TOKENS,
 )
 DEFAULT_SYSTEM = "You are a helpful assistant."
-_AUDIO_URL = re.compile(re.escape(AUDIO_START) + r"(.*?)" + re.escape(AUDIO_END))
+_AUDIO_URL = re.compile(re.escape(AUDIO_START) + r"(.*?)" + re.escape(AUDIO_END), re.DOTALL)
 
 
 def load_ranks(path: str | os.PathLike) -> dict[bytes, int]:
@@ -200,7 +199,10 @@ class QwenTokenizer:
         (one span per tag, in order); without it the path's own tokens are kept.
         """
         text = unicodedata.normalize("NFC", text)
-        ids = self._enc.encode(text, allowed_special=allowed_special, disallowed_special=())
+        if not allowed_special:
+            return self._enc.encode_ordinary(text)
+        allowed = allowed_special if allowed_special == "all" else set(allowed_special)
+        ids = self._enc.encode(text, allowed_special=allowed, disallowed_special=())
         return self._expand_audio(ids, audio_spans, text)
 
     def _expand_audio(self, ids: list[int], spans: Sequence[int] | None, text: str) -> list[int]:
@@ -275,51 +277,57 @@ class QwenTokenizer:
 
 @dataclass(frozen=True)
 class ChatPrompt:
-    """A ChatML prompt ready for the model."""
+    """A prompt ready for the model."""
 
-    ids: list[int]  # prompt token ids, ending with "<|im_start|>assistant\n"
-    audio_urls: list[str]  # the clips of the kept turns and the query, in order of appearance
-    n_dropped_turns: int  # oldest history turns left out to fit max_window_size
+    ids: list[int]  # prompt token ids (a chat prompt ends with "<|im_start|>assistant\n")
+    clips: list  # the Audio parts of the kept turns and the question, in order of appearance
+    n_dropped_turns: int = 0  # oldest history turns left out to fit max_window_size
 
 
-def chat_prompt(
-    tokenizer: QwenTokenizer,
-    query: str,
-    history: Sequence[tuple[str, str]] | None,
-    span_of: Callable[[str], int],
-    *,
-    system: str = DEFAULT_SYSTEM,
-    max_window_size: int = 6144,
-) -> ChatPrompt:
-    """Build the published ChatML prompt. `span_of(path)` gives a clip's span (see `audio.audio_length`).
+def encode_parts(tokenizer: QwenTokenizer, parts: Sequence, span_of: Callable) -> list[int]:
+    """Ids of Text and Audio parts (see `qwen_audio.messages`). A Text is encoded with only its own
+    `specials` read as tokens (adjacent texts alike are encoded together, as one string would be);
+    an Audio becomes `<audio>` + pad x (span - 2) + `</audio>`, with `span_of(audio)` its span."""
+    ids: list[int] = []
+    run, specials = "", None
+    for part in [*parts, None]:
+        if part is not None and not isinstance(part, Audio) and (specials is None or part.specials == specials):
+            run, specials = run + part.text, part.specials
+            continue
+        if run:
+            ids += tokenizer.encode(run, allowed_special=specials)
+        run, specials = "", None
+        if isinstance(part, Audio):
+            ids += [tokenizer.audio_start_id] + [tokenizer.audio_pad_id] * (span_of(part) - 2) + [tokenizer.audio_end_id]
+        elif part is not None:
+            run, specials = part.text, part.specials
+    return ids
 
-    Each part (role, content) is encoded on its own, with only the audio table's special tokens
-    recognised inside content, exactly as the published `make_context` does. Oldest turns are
-    dropped whole while system + history would reach `max_window_size` tokens.
+
+def chat_prompt(tokenizer: QwenTokenizer, conversation, span_of: Callable, *, max_window_size: int = 6144) -> ChatPrompt:
+    """The published ChatML prompt of a `messages.Conversation`; `span_of(audio)` gives a clip's span
+    (see `audio.audio_length`).
+
+    Each message is `<|im_start|>{role}\n{content}<|im_end|>`, its content encoded on its own, as the
+    published `make_context` does. Oldest turns are dropped whole while system + history would reach
+    `max_window_size` tokens.
     """
     nl = tokenizer.encode("\n")
     im_start, im_end = [tokenizer.im_start_id], [tokenizer.im_end_id]
 
-    def message(role: str, content: str) -> list[int]:
-        spans = [span_of(url) for url in extract_audio_urls(content)]
-        body = tokenizer.encode(content, allowed_special=tokenizer.audio_specials, audio_spans=spans)
-        return im_start + tokenizer.encode(role, allowed_special=tokenizer.audio_specials) + nl + body + im_end
+    def message(role: str, parts) -> list[int]:
+        return im_start + tokenizer.encode(role, allowed_special=()) + nl + encode_parts(tokenizer, parts, span_of) + im_end
 
-    system_ids = message("system", system)
+    system_ids = message("system", conversation.system)
     context: list[int] = []
-    kept: list[tuple[str, str]] = []
-    history = list(history or [])
-    for turn_query, turn_response in reversed(history):
-        turn = nl + message("user", turn_query) + nl
-        if turn_response is not None:
-            turn += message("assistant", turn_response)
-        if len(system_ids) + len(turn) + len(context) >= max_window_size:
+    history, question = conversation.turns[:-1], conversation.turns[-1]
+    kept: list = []
+    for turn in reversed(history):
+        ids = nl + message("user", turn.query) + nl + message("assistant", turn.response or ())
+        if len(system_ids) + len(ids) + len(context) >= max_window_size:
             break
-        context = turn + context
-        kept.insert(0, (turn_query, turn_response))
-    ids = system_ids + context + nl + message("user", query) + nl + im_start + tokenizer.encode("assistant") + nl
-    urls = extract_audio_urls(system)
-    for q, r in kept:
-        urls += extract_audio_urls(q) + extract_audio_urls(r or "")
-    urls += extract_audio_urls(query)
-    return ChatPrompt(ids, urls, len(history) - len(kept))
+        context = ids + context
+        kept.insert(0, turn)
+    ids = system_ids + context + nl + message("user", question.query) + nl + im_start + tokenizer.encode("assistant") + nl
+    clips = Conversation(conversation.system, (*kept, question)).clips()
+    return ChatPrompt(ids, clips, len(history) - len(kept))

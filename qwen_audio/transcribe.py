@@ -12,52 +12,37 @@ whole, once. Without timestamps there is nothing to seek by: windows follow each
 and a word that straddles a boundary can be cut in two.
 
     model, tokenizer = qwen_audio.load(path)
-    t = transcribe(model, tokenizer, "talk.wav", timestamps=True)
+    t = transcribe(model, tokenizer, "talk.wav", timestamps=True)     # or model.transcribe(...)
     print(to_srt(t))
+
+The file is read as the windows need it (`Windows`), so memory stays bounded for any length.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from .audio import N_SAMPLES, SAMPLE_RATE, AudioSource, Clip, load_clip
-from .errors import EmptyAudioError, QwenAudioError
-from .tokenizer import AUDIO_END, AUDIO_START, LANGUAGES
+from .audio import MIN_SAMPLES, N_SAMPLES, SAMPLE_RATE, AudioSource, Clip, open_source
+from .backend import Segment, TranscribeRequest, Transcript
+from .errors import AudioTooShortError, EmptyAudioError, QwenAudioError
+from .messages import Audio, Text
+from .tokenizer import AUDIO_SPECIAL_TOKENS, LANGUAGES, encode_parts
 
 MIN_WINDOW_SAMPLES = SAMPLE_RATE // 10  # 0.1 s: a trailing remainder shorter than this holds no word
 MIN_SEEK_SECONDS = 1.0  # a window is re-read from its last complete segment only if that ends this late
 TASKS = ("transcribe", "translate")
 _TIMESTAMP = re.compile(r"<\|(\d+\.\d+)\|>")
-_NO_SPACES = ("zh", "ja")  # languages whose segments are joined without a space
 
 # decode(start, end) -> the model's raw answer for samples [start, end) of the audio.
 Decoder = Callable[[int, int], str]
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A stretch of transcript."""
-
-    start: float  # seconds from the start of the audio
-    end: float  # seconds, exclusive
-    text: str  # what was said, stripped
-
-
-@dataclass(frozen=True)
-class Transcript:
-    """The transcript of a whole recording."""
-
-    text: str  # all segments joined
-    segments: list[Segment] = field(default_factory=list)  # in time order, absolute seconds
-    language: str = "en"  # the language of `text`
-    duration: float = 0.0  # seconds of audio
+__all__ = ["Segment", "Transcript", "Windows", "WindowDecoder", "stitch", "task_prompt", "transcribe", "windows",
+           "FORMATTERS", "to_text", "to_json", "to_srt", "to_vtt"]
 
 
 # ---- prompts and windows ---------------------------------------------------------------------------
@@ -136,98 +121,128 @@ def _shift(segments: list[Segment], seconds: float) -> list[Segment]:
     return [Segment(round(s.start + seconds, 3), round(s.end + seconds, 3), s.text) for s in segments]
 
 
-def stitch(n_samples: int, decode: Decoder, *, timestamps: bool = False, language: str = "en",
-           progress: bool = True) -> Transcript:
-    """Run `decode(start, end)` over windows of `n_samples` and join the answers into a Transcript.
+class Windows:
+    """The samples of a recording, read as windows need them: memory holds only the samples from the
+    current window's start to the furthest read (about 30 s), whatever the recording's length."""
 
-    Without timestamps the windows are `windows(n_samples)`. With timestamps each window starts where
+    def __init__(self, read: Callable[[int], np.ndarray]):
+        self._read = read  # read(n) -> up to n more float32 samples, fewer only at the end
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._offset = 0  # the absolute index of _buffer[0]
+        self._eof = False
+
+    @classmethod
+    def of(cls, samples: np.ndarray) -> "Windows":
+        """Windows over samples already in memory."""
+        pos = 0
+
+        def read(n: int) -> np.ndarray:
+            nonlocal pos
+            pos += n
+            return samples[pos - n:pos]
+
+        return cls(read)
+
+    @property
+    def n_read(self) -> int:
+        """Samples read so far (all of them once the last window has been seen)."""
+        return self._offset + len(self._buffer)
+
+    def extent(self, seek: int) -> tuple[int, bool]:
+        """(end, last) of the window starting at sample `seek`: at most N_SAMPLES long; `last` when no
+        sample follows it."""
+        want = seek + N_SAMPLES + 1 - self.n_read  # one more than the window tells whether it is the last
+        if want > 0 and not self._eof:
+            more = self._read(want)
+            self._eof = len(more) < want
+            self._buffer = np.concatenate([self._buffer, more])
+        end = min(seek + N_SAMPLES, self.n_read)
+        return end, self._eof and end >= self.n_read
+
+    def samples(self, start: int, end: int) -> np.ndarray:
+        return self._buffer[start - self._offset:end - self._offset]
+
+    def release(self, before: int) -> None:
+        """Forget the samples before `before` (windows never go back)."""
+        drop = min(max(0, before - self._offset), len(self._buffer))
+        self._buffer, self._offset = self._buffer[drop:], self._offset + drop
+
+
+def stitch(source: Windows, decode: Decoder, *, timestamps: bool = False) -> Iterator[Segment]:
+    """Run `decode(start, end)` over the windows of `source` and yield the segments, in absolute seconds.
+
+    Without timestamps windows follow each other every 30 s. With timestamps each window starts where
     the previous one's last complete segment ended (at least MIN_SEEK_SECONDS later; else 30 s later).
     """
-    from tqdm import tqdm
-
-    duration = n_samples / SAMPLE_RATE
-    segments: list[Segment] = []
     seek = 0
-    bar = tqdm(total=round(duration, 2), unit="s", disable=not progress, file=sys.stderr, leave=False,
-               desc="transcribing", bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
-    with bar:
-        while seek < n_samples:
-            end = min(seek + N_SAMPLES, n_samples)
-            if seek > 0 and end - seek < MIN_WINDOW_SAMPLES:
-                break
-            length = (end - seek) / SAMPLE_RATE
-            found, advance = _window_segments(decode(seek, end), length, timestamps, last=end >= n_samples)
-            segments += _shift(found, seek / SAMPLE_RATE)
-            step = min(max(1, round(advance * SAMPLE_RATE)), end - seek)
-            seek += step
-            bar.update(round(step / SAMPLE_RATE, 2))
-    sep = "" if language in _NO_SPACES else " "
-    return Transcript(sep.join(s.text for s in segments), segments, language, round(duration, 3))
+    while True:
+        end, last = source.extent(seek)
+        if end <= seek or (seek > 0 and end - seek < MIN_WINDOW_SAMPLES):
+            return
+        length = (end - seek) / SAMPLE_RATE
+        found, advance = _window_segments(decode(seek, end), length, timestamps, last=last)
+        yield from _shift(found, seek / SAMPLE_RATE)
+        seek += min(max(1, round(advance * SAMPLE_RATE)), end - seek)
+        source.release(seek)
 
 
 # ---- the model --------------------------------------------------------------------------------------
 
 
 class WindowDecoder:
-    """decode(start, end): the model's greedy (by default) answer for one window of `samples`."""
+    """decode(start, end): the model's answer (greedy unless the options sample) for one window."""
 
-    def __init__(self, model, tokenizer, samples: np.ndarray, prompt: str, name: str = "audio", **gen):
-        from .generate import GenerationConfig
+    def __init__(self, engine, tokenizer, source: Windows, prompt: str, cfg, name: str = "audio"):
+        self.engine, self.tokenizer, self.source, self.cfg, self.name = engine, tokenizer, source, cfg, name
+        self.prompt = Text(prompt, frozenset(AUDIO_SPECIAL_TOKENS))  # the task tags are tokens
 
-        self.model, self.tokenizer, self.samples, self.name = model, tokenizer, samples, name
-        # The path inside the tags is dropped when the span is expanded: a fixed word keeps it safe.
-        self.prompt = f"{AUDIO_START}window{AUDIO_END}{prompt}"
-        base = getattr(model, "generation_config", None) or GenerationConfig()
-        self.cfg = base.updated(**{"do_sample": False, **gen})
-        self.stop = {tokenizer.eod_id, tokenizer.im_end_id, tokenizer.im_start_id, self.cfg.eos_token_id}
+    def prompt_ids(self, span: int) -> list[int]:
+        """`<audio>` + pad x (span - 2) + `</audio>`, then the task tags."""
+        return encode_parts(self.tokenizer, [Audio(b""), self.prompt], lambda _: span)
 
     def __call__(self, start: int, end: int) -> str:
-        from .generate import generate
-        from .llm import ntk_alpha
-
-        clip = Clip(f"{self.name}@{start / SAMPLE_RATE:.2f}s", self.samples[start:end])
-        model, cfg = self.model, self.model.config
-        ids = self.tokenizer.encode(self.prompt, audio_spans=[clip.length.span])
+        clip = Clip(f"{self.name}@{start / SAMPLE_RATE:.2f}s", self.source.samples(start, end))
         with torch.inference_mode():
-            feats = model.transformer.audio.embed_audio(clip.mel()[None], [clip.length])
-        alpha = ntk_alpha(len(ids), cfg.seq_length) if cfg.use_dynamic_ntk else 1.0
-        cache = model.new_cache(1, len(ids) + self.cfg.max_new_tokens)
-        tokens = torch.tensor([ids], device=model.device)
-        out = []
-        for t in generate(model, tokens, self.cfg, self.stop, cache=cache, audio=feats, alpha=[alpha]):
-            t = int(t[0])
-            if t in self.stop:
-                break
-            out.append(t)
-        return self.tokenizer.decode(out)
+            feats = self.engine.model.embed_audio(clip.mel()[None], [clip.length])
+        ids = self.engine.complete(self.tokenizer, self.prompt_ids(clip.length.span), feats, self.cfg)
+        return self.tokenizer.decode(ids)
+
+
+def transcribe_windows(engine, tokenizer, source: AudioSource | Clip, request: TranscribeRequest, cfg):
+    """The faithful backend's `_transcribe`: the base model's task prompt over windows of `source`."""
+    language = request.language or "en"
+    prompt = task_prompt(language, task=request.task, target=request.target, timestamps=request.timestamps)
+    if isinstance(source, Clip):
+        name, windows, total = source.name, Windows.of(source.samples), source.duration
+    else:
+        reader = open_source(source)
+        name, windows, total = reader.name, Windows(reader.read), reader.total_seconds
+    end, _ = windows.extent(0)  # read the first window now: a bad or too short file fails before any segment
+    if end == 0:
+        raise EmptyAudioError(f"{name}: the audio is empty (no samples)")
+    if end < MIN_SAMPLES:
+        raise AudioTooShortError(f"{name}: {1000 * end / SAMPLE_RATE:.0f} ms of audio is too short to transcribe; "
+                                 f"at least {1000 * MIN_SAMPLES // SAMPLE_RATE} ms are needed")
+    decode = WindowDecoder(engine, tokenizer, windows, prompt, cfg, name)
+    out_language = request.target or (language if request.task == "transcribe" else "en")
+    return (out_language, stitch(windows, decode, timestamps=request.timestamps),
+            lambda: windows.n_read / SAMPLE_RATE, total)
 
 
 def transcribe(model, tokenizer, source: AudioSource | Clip, *, language: str | None = None, timestamps: bool = False,
-               progress: bool = True, task: str = "transcribe", target: str | None = None, **gen) -> Transcript:
-    """Transcribe (or translate, `task="translate"`) audio of any length.
+               progress: bool = True, task: str = "transcribe", target: str | None = None, **options) -> Transcript:
+    """Transcribe (or translate, `task="translate"`) audio of any length with any backend: `model.transcribe`.
 
-    `source` is a path, bytes, an array or a Clip. `language` is the spoken language (the task tags
-    need one: default "en"; the lite backend detects it when None). `gen` overrides generation options (`max_new_tokens`,
-    `do_sample`, `seed`, ...; decoding is greedy unless `do_sample=True`). With `timestamps=True`, windows
-    follow the segment boundaries so no word at a window edge is lost or doubled, and segments carry
-    absolute times; without, windows are cut every 30 s, which can split a word at a boundary.
-    A progress bar goes to stderr unless `progress=False`. A model with its own `transcribe`
-    method (the lite backend) is handed the call. Raises AudioNotFoundError and the other audio errors.
+    `source` is a path, bytes, an array, (array, rate) or a Clip. `language` is the spoken language
+    (the faithful model's task tags need one: default "en"; the lite backend detects it when None).
+    `options` override generation options (`max_new_tokens`, `do_sample`, `seed`, ...; decoding is
+    greedy unless `do_sample=True`). With `timestamps=True`, windows follow the segment boundaries so
+    no word at a window edge is lost or doubled, and segments carry absolute times; without, windows
+    are cut every 30 s, which can split a word at a boundary. A progress bar goes to stderr unless
+    `progress=False`. Raises AudioNotFoundError and the other audio errors.
     """
-    if hasattr(model, "transcribe"):
-        extra = {"target": target} if target is not None else {}
-        return model.transcribe(tokenizer, source, language=language, timestamps=timestamps, progress=progress,
-                                task=task, **extra, **gen)
-    language = language or "en"
-    prompt = task_prompt(language, task=task, target=target, timestamps=timestamps)
-    if not hasattr(model, "transformer"):
-        raise QwenAudioError(f"{type(model).__name__} has no audio encoder and no transcribe method")
-    clip = source if isinstance(source, Clip) else load_clip(source)
-    if clip.length.n_tokens < 1:
-        raise EmptyAudioError(f"{clip.name}: {clip.duration * 1000:.0f} ms of audio is too short to transcribe")
-    decode = WindowDecoder(model, tokenizer, clip.samples, prompt, clip.name, **gen)
-    out_language = target or (language if task == "transcribe" else "en")
-    return stitch(len(clip.samples), decode, timestamps=timestamps, language=out_language, progress=progress)
+    return model.transcribe(tokenizer, source, language=language, timestamps=timestamps, progress=progress,
+                            task=task, target=target, **options)
 
 
 # ---- output formats ------------------------------------------------------------------------------------
@@ -253,8 +268,13 @@ def to_text(t: Transcript) -> str:
 
 
 def to_json(t: Transcript) -> str:
-    """{"text", "language", "duration", "segments": [{"start", "end", "text"}]} as indented JSON."""
-    return json.dumps(asdict(t), ensure_ascii=False, indent=2) + "\n"
+    """{"text", "language", "duration", "segments": [{"start", "end", "text"(, "words")}]} as indented JSON;
+    a segment has "words" [{"text", "start", "end"}] where the backend gave word times."""
+    d = asdict(t)
+    for seg in d["segments"]:
+        if not seg["words"]:
+            del seg["words"]
+    return json.dumps(d, ensure_ascii=False, indent=2) + "\n"
 
 
 def to_srt(t: Transcript) -> str:

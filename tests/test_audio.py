@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from qwen_audio.audio import (
+    N_FFT,
     N_FRAMES,
     N_SAMPLES,
     SAMPLE_RATE,
@@ -20,9 +21,18 @@ from qwen_audio.audio import (
     load_clip,
     log_mel_spectrogram,
     mel_filters,
+    AudioReader,
+    ClipStore,
     remember,
+    source_key,
 )
-from qwen_audio.errors import AudioDecodeError, AudioNotFoundError, AudioTruncatedWarning, EmptyAudioError
+from qwen_audio.errors import (
+    AudioDecodeError,
+    AudioNotFoundError,
+    AudioTooShortError,
+    AudioTruncatedWarning,
+    EmptyAudioError,
+)
 
 from .synthetic import tone
 
@@ -143,8 +153,11 @@ def test_empty_audio(tmp_path):
 def test_mel_filters_are_slaney():
     f = mel_filters()
     assert f.shape == (80, 201) and f.dtype == np.float32
-    assert (f >= 0).all() and np.allclose(f.sum(), f.sum())
-    # Slaney norm: each triangle has unit area in Hz (times 2 / width); the first peaks near 0-40 Hz.
+    assert (f >= 0).all()
+    # Slaney norm: each triangle has area 1 over its width in Hz (height 2 / width, base width), so
+    # summing a row over the 40 Hz FFT bins gives 1 / 40 for every filter.
+    bin_hz = SAMPLE_RATE / N_FFT
+    assert np.allclose(f.sum(axis=1) * bin_hz, 1.0, atol=0.15)
     assert f[0].argmax() == 1 and f[-1].argmax() > 190
 
 
@@ -155,10 +168,57 @@ def test_log_mel_shape_and_range():
 
 
 def test_long_clip_warns_how_much_is_dropped():
-    clip = load_clip((tone(31.5), SAMPLE_RATE))
+    store = ClipStore()
     with pytest.warns(AudioTruncatedWarning, match=r"31.5 s.*1.5 s dropped"):
-        mel = clip.mel()
-    assert mel.shape == (80, N_FRAMES)
+        clip = store.clip((tone(31.5), SAMPLE_RATE))
+    assert len(clip.samples) == N_SAMPLES and clip.truncated and clip.duration == pytest.approx(31.5)
+    assert store.mel((tone(31.5), SAMPLE_RATE)).shape == (80, N_FRAMES)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        load_clip((tone(3.0), SAMPLE_RATE)).mel()  # no warning under 30 s
+        store.clip((tone(3.0), SAMPLE_RATE))  # no warning under 30 s
+
+
+def test_bounded_decoding_equals_the_start_of_a_full_decoding(tmp_path):
+    """Reading only the first 30 s gives the same samples, bit for bit, as decoding the whole file
+    (libswresample's output does not depend on what is read later), and reads no more."""
+    samples = tone(75.0, 330, 44100, 2)
+    path = tmp_path / "long.mp3"
+    encode(path, samples, 44100, "mp3", "libmp3lame", "fltp")
+    full = load_audio(path)
+    clip = load_clip(path, max_samples=N_SAMPLES)
+    assert np.array_equal(clip.samples, full[:N_SAMPLES])
+    assert clip.truncated and clip.duration == pytest.approx(75.0, abs=0.2)
+    reader = AudioReader(path)
+    first = reader.read(12345)
+    assert np.array_equal(first, full[:12345]) and np.array_equal(reader.read(), full[12345:])
+
+
+def test_clip_shorter_than_30_ms_is_refused_by_name():
+    with pytest.raises(AudioTooShortError, match="20 ms.*at least 30 ms"):
+        ClipStore().clip((np.full(320, 0.1, np.float32), SAMPLE_RATE))
+    assert ClipStore().clip((np.full(480, 0.1, np.float32), SAMPLE_RATE)).length.n_tokens == 1
+
+
+def test_in_memory_clips_are_keyed_by_content_shape_dtype_and_rate():
+    x = tone(0.5)
+    keys = {source_key(x), source_key((x, 16000)), source_key((x, 8000)), source_key(x.astype(np.float64)),
+            source_key(x.reshape(-1, 1)), source_key(x[::-1].copy())}
+    assert len(keys) == 6 and source_key(x.copy()) == source_key(x)
+    assert remember((x, 8000)) != remember((x, 16000)) and remember((x, 8000)) == remember((x.copy(), 8000))
+
+
+def test_remembered_audio_is_bounded_in_bytes(monkeypatch):
+    from qwen_audio import audio
+
+    monkeypatch.setattr(audio, "MEMORY_BYTES", 3 * tone(1.0).nbytes)
+    names = [remember((tone(1.0, 100 + i), SAMPLE_RATE)) for i in range(5)]
+    load_clip(names[-1])
+    with pytest.raises(AudioNotFoundError, match="forgotten"):
+        load_clip(names[0])  # the oldest went when the budget was passed
+
+
+def test_clip_store_is_bounded_in_bytes():
+    store = ClipStore(max_bytes=3 * tone(1.0).nbytes)
+    for i in range(6):
+        store.clip((tone(1.0, 100 + i), SAMPLE_RATE))
+    assert len(store._entries) == 3

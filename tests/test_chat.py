@@ -12,7 +12,8 @@ from qwen_audio.audio import SAMPLE_RATE, save_wav
 from qwen_audio.errors import AudioNotFoundError, PromptError
 
 from qwen_audio.llm import ntk_alpha
-from qwen_audio.tokenizer import chat_prompt
+from qwen_audio.messages import tutorial_conversation
+from qwen_audio.tokenizer import DEFAULT_SYSTEM, chat_prompt
 
 from .synthetic import synthetic_config, tone, write_checkpoint
 
@@ -80,8 +81,7 @@ def test_cached_turns_equal_recomputing_from_scratch(synth, clips):
     assert stats[1].reused_tokens > 0.8 * stats[1].prompt_tokens  # turn 2 costs only its new tokens
     # Turn 3 adds a clip longer than the others: every clip's features change, so the cache is
     # reused exactly up to the first clip and recomputed from there.
-    span = lambda url: model.clip_store.clip(url)[0].length.span  # noqa: E731
-    ids = chat_prompt(tok, queries[2], history[:2], span).ids
+    ids = chat_prompt(tok, tutorial_conversation(queries[2], history[:2], DEFAULT_SYSTEM), model.engine.span).ids
     assert stats[2].reused_tokens == ids.index(tok.audio_start_id)
     assert stats[3].reused_tokens > 0.8 * stats[3].prompt_tokens
 
@@ -108,11 +108,11 @@ def test_failed_turn_leaves_history_and_caches_intact(synth, clips):
     queries = conversation(tok, clips)
     r1, h1 = model.chat(tok, queries[0], None, **GREEDY)
     r2, h2 = model.chat(tok, queries[1], h1, **GREEDY)
-    kv_ids = list(model._kv.ids)
+    pool = [(list(p.ids), p.busy) for p in model.engine.prefixes.entries]
     bad = tok.from_list_format([{"audio": "/no/such/clip.wav"}, {"text": "?"}])
     with pytest.raises(AudioNotFoundError, match="/no/such/clip.wav"):
         model.chat(tok, bad, h2, **GREEDY)
-    assert model._kv.ids == kv_ids  # nothing was touched
+    assert [(list(p.ids), p.busy) for p in model.engine.prefixes.entries] == pool  # nothing was touched
     r3, _ = model.chat(tok, queries[3], h2, **GREEDY)
     model.reuse_kv = False
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import replace
@@ -109,7 +110,7 @@ def test_next_token_filters():
 def test_generation_config_reads_file_and_rejects_unknown(ckpt):
     cfg = qwen_audio.GenerationConfig.from_pretrained(ckpt)
     assert cfg.top_p == 0.5 and cfg.top_k == 0 and cfg.do_sample and cfg.max_window_size == 6144
-    with pytest.raises(TypeError, match="top_q"):
+    with pytest.raises(qwen_audio.OptionError, match="top_q"):
         cfg.updated(top_q=0.3)
     with pytest.raises(qwen_audio.QwenAudioError, match="max_new_tokens"):
         cfg.updated(max_new_tokens=0)
@@ -218,6 +219,83 @@ def test_bad_device_and_dtype_are_reported(ckpt):
     if not torch.cuda.is_available():
         with pytest.raises(qwen_audio.QwenAudioError, match="cuda"):
             qwen_audio.AutoModelForCausalLM.from_pretrained(ckpt, device_map="cuda")
-    with pytest.raises(qwen_audio.QwenAudioError, match="unknown dtype 'float8'"):
+    with pytest.raises(qwen_audio.DeviceError, match="unknown dtype 'float8'"):
         qwen_audio.load(ckpt, dtype="float8")
     assert qwen_audio.load(ckpt, dtype="bf16")[0].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("hidden_size", 32.0, r"field hidden_size must be a non-negative integer, got 32.0 \(float\)"),
+    ("num_hidden_layers", None, r"field num_hidden_layers must be a non-negative integer, got null"),
+    ("vocab_size", [1], r"field vocab_size must be a non-negative integer, got \[1\] \(list\)"),
+    ("use_logn_attn", "yes", r"field use_logn_attn must be true or false"),
+    ("layer_norm_epsilon", -1, r"field layer_norm_epsilon must be a positive number"),
+    ("audio", {"n_state": 16}, r"field audio.n_head is missing"),
+])
+def test_bad_config_values_name_the_file_and_field(ckpt, tmp_path, field, value, message):
+    bad = copy_ckpt(ckpt, tmp_path)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg[field] = value
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=rf"config.json: {message}"):
+        qwen_audio.load(bad)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe{not utf-8", "config.json: not UTF-8"),
+    (b'{"hidden_size": 32,', "config.json: not valid JSON"),
+    (b"[1, 2]", 'config.json: not a Qwen-Audio config'),
+])
+def test_unreadable_config_names_the_file(ckpt, tmp_path, content, message):
+    bad = copy_ckpt(ckpt, tmp_path)
+    (bad / "config.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        qwen_audio.load(bad)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("top_p", None, "top_p must be a finite number, got null"),
+    ("max_new_tokens", 12.5, r"max_new_tokens must be an integer, got 12.5 \(float\)"),
+    ("do_sample", "true", "do_sample must be true or false"),
+    ("top_k", [40], r"top_k must be an integer, got \[40\]"),
+    ("top_p", 1.5, r"top_p must be in \(0, 1\]"),
+])
+def test_bad_generation_config_values_name_the_file_and_field(ckpt, tmp_path, field, value, message):
+    bad = copy_ckpt(ckpt, tmp_path)
+    gen = json.loads((bad / "generation_config.json").read_text())
+    gen[field] = value
+    (bad / "generation_config.json").write_text(json.dumps(gen))
+    with pytest.raises(qwen_audio.OptionError, match=rf"generation_config.json: {message}"):
+        qwen_audio.load(bad)
+    (bad / "generation_config.json").write_bytes(b"{oops")
+    with pytest.raises(qwen_audio.OptionError, match="generation_config.json: not valid JSON"):
+        qwen_audio.GenerationConfig.from_pretrained(bad)
+
+
+def test_generation_config_presets_take_the_tutorials_keywords():
+    cfg = qwen_audio.GenerationConfig.from_pretrained("lite", trust_remote_code=True)
+    assert cfg.do_sample is False and cfg.repetition_penalty > 1
+    with pytest.raises(qwen_audio.OptionError, match="top_q"):
+        qwen_audio.GenerationConfig.from_pretrained("lite", top_q=0.1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.top_p = 0.1
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu", 3.5])
+def test_bad_device_strings_are_device_errors(ckpt, device):
+    with pytest.raises(qwen_audio.DeviceError, match="device"):
+        qwen_audio.load(ckpt, device=device)
+
+
+def test_nan_weights_are_named_when_the_model_computes_nan(ckpt, tmp_path):
+    bad = copy_ckpt(ckpt, tmp_path)
+    key = {}
+
+    def poison(s):
+        key["k"] = k = next(k for k in sorted(s) if k.endswith("mlp.c_proj.weight"))
+        s[k] = torch.full_like(s[k], float("nan"))
+
+    edit_shard(bad, poison)
+    model, tok = qwen_audio.load(bad, dtype=torch.float32)
+    with pytest.raises(qwen_audio.NonFiniteError, match=rf"NaN.*{key['k']}.*damaged"):
+        model.chat(tok, "hello", None, do_sample=False, max_new_tokens=3)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from qwen_audio.audio import load_clip
-from qwen_audio.tokenizer import chat_prompt
+from qwen_audio.messages import tutorial_conversation
+from qwen_audio.tokenizer import DEFAULT_SYSTEM, chat_prompt
 
 from .conftest import AUDIO, golden_query
 
@@ -36,7 +37,7 @@ def test_encoder_outputs(tiny, goldens):
     for case in g["audio"]:
         clip = load_clip(AUDIO / case["file"])
         with torch.inference_mode():
-            out = model.transformer.audio.embed_audio(clip.mel()[None], [clip.length])[0].numpy()
+            out = model.embed_audio(clip.mel()[None], [clip.length])[0].numpy()
         ref = z[case["audio_embeds"]]
         assert out.shape == ref.shape
         assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max(), case["file"]
@@ -50,14 +51,14 @@ def conversations(goldens):
 def test_prompt_ids_and_last_logits(tiny, goldens):
     model, tok = tiny
     z = goldens[1]
-    span = lambda url: load_clip(url).length.span  # noqa: E731
+    span = lambda audio: load_clip(audio.source).length.span  # noqa: E731
     for turns in conversations(goldens):
         history = []
         for turn in turns:
             query = golden_query(tok, turn["items"])
-            prompt = chat_prompt(tok, query, history, span)
+            prompt = chat_prompt(tok, tutorial_conversation(query, history, DEFAULT_SYSTEM), span)
             assert prompt.ids == turn["context_ids"]
-            feats, _ = model.clip_store.features(model, prompt.audio_urls)
+            feats, _ = model.engine.encode(prompt.clips)
             with torch.inference_mode():
                 logits = model(torch.tensor([prompt.ids]), audio=feats, last_only=True)[0, -1].numpy()
             ref = z[turn["last_logits"]]

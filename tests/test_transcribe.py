@@ -2,15 +2,18 @@
 
 import json
 
+import numpy as np
 import pytest
 
-from qwen_audio.audio import N_SAMPLES, SAMPLE_RATE, load_clip
-from qwen_audio.errors import AudioNotFoundError, QwenAudioError
+from qwen_audio.audio import N_SAMPLES, SAMPLE_RATE, load_clip, save_wav
+from qwen_audio.backend import TranscriptStream
+from qwen_audio.errors import AudioNotFoundError, AudioTooShortError, EmptyAudioError, QwenAudioError
 from qwen_audio.transcribe import (
     MIN_WINDOW_SAMPLES,
     Segment,
     Transcript,
     WindowDecoder,
+    Windows,
     parse_timestamped,
     stitch,
     task_prompt,
@@ -59,6 +62,13 @@ class ScriptedSpeech:
         return out
 
 
+def stitched(n, decode, *, timestamps=False, language="en", progress=False) -> Transcript:
+    """The transcript `stitch` makes of `n` samples (of silence: the decoders here are scripted)."""
+    source = Windows.of(np.zeros(n, np.float32))
+    segments = stitch(source, decode, timestamps=timestamps)
+    return TranscriptStream(language, segments, lambda: source.n_read / SAMPLE_RATE, n / SAMPLE_RATE, progress).collect()
+
+
 def speech(n_words, step=1.7, length=1.2):
     """Words w0, w1, ... every `step` seconds, each `length` long (many straddle window edges)."""
     return [(round(i * step, 2), round(i * step + length, 2), f"w{i}") for i in range(n_words)]
@@ -68,7 +78,7 @@ def test_edge_words_are_neither_lost_nor_doubled_and_times_are_absolute():
     words = speech(70)  # 0 .. 118.5 s: crosses several window edges
     n = int(120 * SAMPLE_RATE)
     fake = ScriptedSpeech(words, n)
-    t = stitch(n, fake, timestamps=True, progress=False)
+    t = stitched(n, fake, timestamps=True, progress=False)
     assert [s.text for s in t.segments] == [w for _, _, w in words]
     assert [(s.start, s.end) for s in t.segments] == [(a, b) for a, b, _ in words]
     assert t.text == " ".join(w for _, _, w in words)
@@ -84,7 +94,7 @@ def test_a_word_cut_at_the_end_of_a_window_is_heard_whole_in_the_next():
     words = [(1.0, 2.0, "one"), (29.5, 30.5, "edge"), (31.0, 32.0, "after")]
     n = 40 * SAMPLE_RATE
     fake = ScriptedSpeech(words, n)
-    t = stitch(n, fake, timestamps=True, progress=False)
+    t = stitched(n, fake, timestamps=True, progress=False)
     assert t.segments == [Segment(1.0, 2.0, "one"), Segment(29.5, 30.5, "edge"), Segment(31.0, 32.0, "after")]
     # The second window starts where "one", the last word wholly in the first, ended.
     assert fake.calls == [(0, N_SAMPLES), (2 * SAMPLE_RATE, 32 * SAMPLE_RATE), (32 * SAMPLE_RATE, n)]
@@ -94,7 +104,7 @@ def test_the_last_window_keeps_an_unfinished_tail_up_to_the_end():
     def decode(start, end):
         return "<|0.00|> hello<|1.00|><|1.00|> and then" if start == 0 else "unexpected"
 
-    t = stitch(5 * SAMPLE_RATE, decode, timestamps=True, progress=False)
+    t = stitched(5 * SAMPLE_RATE, decode, timestamps=True, progress=False)
     assert t.segments == [Segment(0.0, 1.0, "hello"), Segment(1.0, 5.0, "and then")]
 
 
@@ -106,7 +116,7 @@ def test_answers_without_timestamps_advance_a_whole_window_and_terminate():
         return " gibberish <|en|>"
 
     n = 70 * SAMPLE_RATE
-    t = stitch(n, decode, timestamps=True, progress=False)
+    t = stitched(n, decode, timestamps=True, progress=False)
     assert calls == windows(n)
     assert [(s.start, s.end) for s in t.segments] == [(0.0, 30.0), (30.0, 60.0), (60.0, 70.0)]
 
@@ -118,7 +128,7 @@ def test_a_complete_segment_too_early_to_seek_by_falls_back_to_a_whole_window():
         calls.append(start)
         return "<|0.00|> a<|0.40|> rest of a very long unfinished run"
 
-    t = stitch(45 * SAMPLE_RATE, decode, timestamps=True, progress=False)
+    t = stitched(45 * SAMPLE_RATE, decode, timestamps=True, progress=False)
     assert calls == [0, N_SAMPLES]
     assert t.segments[:2] == [Segment(0.0, 0.4, "a"), Segment(0.4, 30.0, "rest of a very long unfinished run")]
 
@@ -131,7 +141,7 @@ def test_without_timestamps_windows_are_consecutive_30_s_pieces():
         calls.append((start, end))
         return f" part {len(calls)} "
 
-    t = stitch(n, decode, timestamps=False, progress=False, language="en")
+    t = stitched(n, decode, timestamps=False, progress=False, language="en")
     assert calls == [(0, N_SAMPLES), (N_SAMPLES, 2 * N_SAMPLES), (2 * N_SAMPLES, 3 * N_SAMPLES), (3 * N_SAMPLES, n)]
     assert t.text == "part 1 part 2 part 3 part 4"
     assert t.segments[-1] == Segment(90.0, 96.006, "part 4")
@@ -145,7 +155,7 @@ def test_windows_drop_a_remainder_too_short_to_hold_a_word():
 
 
 def test_chinese_segments_join_without_spaces():
-    t = stitch(SAMPLE_RATE, lambda s, e: "<|0.00|>你好<|0.50|><|0.50|>世界<|1.00|>", timestamps=True,
+    t = stitched(SAMPLE_RATE, lambda s, e: "<|0.00|>你好<|0.50|><|0.50|>世界<|1.00|>", timestamps=True,
                language="zh", progress=False)
     assert t.text == "你好世界"
 
@@ -170,7 +180,7 @@ def test_task_prompts_follow_the_spec():
 
 
 def test_progress_bar_goes_to_stderr(capsys):
-    stitch(SAMPLE_RATE, lambda s, e: "x", progress=True)
+    stitched(SAMPLE_RATE, lambda s, e: "x", progress=True)
     captured = capsys.readouterr()
     assert "transcribing" in captured.err and captured.out == ""
 
@@ -212,16 +222,31 @@ def test_empty_transcript_formats():
 # ---- the hook for backends with their own transcribe ---------------------------------------------------------
 
 
-def test_a_model_with_its_own_transcribe_is_handed_the_call():
-    class Lite:
+def test_windows_hold_about_one_window_of_a_long_recording():
+    n = 10 * 60 * SAMPLE_RATE
+    pos, held = 0, []
+
+    def read(k):  # ten minutes of silence, produced as asked
+        nonlocal pos
+        k = min(k, n - pos)
+        pos += k
+        return np.zeros(k, np.float32)
+
+    source = Windows(read)
+    list(stitch(source, lambda s, e: held.append(len(source._buffer)) or "x", timestamps=False))
+    assert source.n_read == n and max(held) <= N_SAMPLES + 1
+
+
+def test_the_transcribe_function_hands_the_call_to_the_backend():
+    class Backend:
         def transcribe(self, tokenizer, source, **kw):
             self.got = (tokenizer, source, kw)
             return Transcript("ok", [], "en", 1.0)
 
-    lite = Lite()
-    assert transcribe(lite, "tok", "a.wav", timestamps=True, progress=False, max_new_tokens=3).text == "ok"
-    assert lite.got == ("tok", "a.wav", {"language": None, "timestamps": True, "progress": False,
-                                         "task": "transcribe", "max_new_tokens": 3})
+    backend = Backend()
+    assert transcribe(backend, "tok", "a.wav", timestamps=True, progress=False, max_new_tokens=3).text == "ok"
+    assert backend.got == ("tok", "a.wav", {"language": None, "timestamps": True, "progress": False,
+                                            "task": "transcribe", "target": None, "max_new_tokens": 3})
 
 
 # ---- the tiny checkpoint ------------------------------------------------------------------------------------
@@ -264,8 +289,8 @@ def test_tiny_model_with_timestamps_covers_the_whole_recording(tiny):
 
 def test_window_prompt_ids_hold_the_clip_span_and_the_task_tags(tiny):
     model, tokenizer = tiny
-    decoder = WindowDecoder(model, tokenizer, None, task_prompt("en", timestamps=True))
-    ids = tokenizer.encode(decoder.prompt, audio_spans=[752])
+    decoder = WindowDecoder(model.engine, tokenizer, None, task_prompt("en", timestamps=True), model.generation_config)
+    ids = decoder.prompt_ids(752)
     assert ids[0] == tokenizer.audio_start_id and ids[751] == tokenizer.audio_end_id
     assert tokenizer.decode(ids[752:]) == task_prompt("en", timestamps=True)
 
@@ -274,3 +299,20 @@ def test_missing_file_is_an_audio_not_found_error(tiny, tmp_path):
     model, tokenizer = tiny
     with pytest.raises(AudioNotFoundError, match="nothing.wav"):
         transcribe(model, tokenizer, tmp_path / "nothing.wav", progress=False)
+
+
+def test_empty_and_too_short_audio_fail_before_any_segment(tiny, tmp_path):
+    model, tokenizer = tiny
+    with pytest.raises(EmptyAudioError, match="empty.wav"):
+        model.transcribe_stream(tokenizer, save_wav(tmp_path / "empty.wav", np.zeros(0)))
+    with pytest.raises(AudioTooShortError, match="short.wav"):
+        model.transcribe_stream(tokenizer, save_wav(tmp_path / "short.wav", np.full(200, 0.1)))
+
+
+def test_segments_stream_as_windows_are_transcribed(tiny):
+    model, tokenizer = tiny
+    stream = model.transcribe_stream(tokenizer, AUDIO / "music.wav", max_new_tokens=4)
+    assert stream.language == "en"
+    first = next(iter(stream))
+    assert first.end <= 30.0 and stream.transcript is None  # one window done, the rest not yet read
+    stream.close()

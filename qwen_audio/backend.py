@@ -1,0 +1,330 @@
+"""The interface every backend implements, and the types it answers with.
+
+    response, history = model.chat(tokenizer, query, history)     # the tutorial's API (tags in text)
+    stream = model.respond([Message("user", [Audio(data), Text("what is it?")])])   # text is only text
+    transcript = model.transcribe(tokenizer, "talk.mp3", timestamps=True)
+
+`Backend` implements the public methods once (argument checks, history copies, option validation,
+streams, timings); a backend supplies three primitives: `_answer`, `_answer_batch` and `_transcribe`.
+Nothing above this interface asks which backend it has.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Generator, Iterator, Sequence
+
+from .errors import PromptError
+from .messages import Conversation, Message, copy_history, structured_conversation, tutorial_conversation
+from .options import GenerationConfig, OptionError
+from .tokenizer import DEFAULT_SYSTEM
+
+History = list[tuple[str, str]]
+# Keyword arguments of the published `chat` that are accepted and mean nothing here.
+_IGNORED_CHAT_KWARGS = ("stream", "append_history")
+
+
+@dataclass(frozen=True)
+class TurnStats:
+    """What one answer cost."""
+
+    prompt_tokens: int  # tokens in the prompt (0 for answers composed without a language model)
+    reused_tokens: int  # prompt tokens whose keys/values came from a cache
+    new_tokens: int  # tokens generated
+    stop_reason: str  # "stop" (a stop token or the answer's end) or "length" (max_new_tokens)
+    first_text_s: float | None = None  # seconds from the call to the first piece of text
+    total_s: float | None = None  # seconds from the call to the end of the answer
+
+
+# An answer in progress: text pieces, then its TurnStats as the generator's return value.
+Pieces = Generator[str, None, TurnStats]
+
+
+class ChatStream:
+    """An answer as it is written: iterate for text pieces; afterwards `.response`, `.history`, `.stats`.
+
+    The pieces concatenate to `.response` and never split a character. `close()` (or leaving a
+    `with` block) ends the answer at once and hands back what it holds (caches, memory); a closed
+    stream keeps the text written so far in `.response` and has no `.history` or `.stats`.
+    """
+
+    def __init__(self, pieces: Pieces, history: Callable[[str], list], started: float | None = None):
+        self._pieces, self._history = pieces, history
+        self._started = time.perf_counter() if started is None else started
+        self._text: list[str] = []
+        self._state = "new"  # new -> reading -> done | closed
+        self.response: str | None = None
+        self.history: list | None = None
+        self.stats: TurnStats | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._state != "new":
+            return
+        self._state = "reading"
+        first = None
+        while self._state == "reading":
+            try:
+                piece = next(self._pieces)
+            except StopIteration as stop:
+                done = time.perf_counter()
+                self.response = "".join(self._text)
+                self.history = self._history(self.response)
+                self.stats = replace(stop.value, first_text_s=first, total_s=round(done - self._started, 4))
+                self._state = "done"
+                return
+            if first is None:
+                first = round(time.perf_counter() - self._started, 4)
+            self._text.append(piece)
+            try:
+                yield piece
+            except GeneratorExit:  # the reader left the loop: hand back at once, not when collected
+                self.close()
+                raise
+
+    def close(self) -> None:
+        """Stop the answer now and release what it holds. Safe to call more than once."""
+        if self._state in ("new", "reading"):
+            self._state = "closed"
+            self._pieces.close()
+            self.response = "".join(self._text)
+
+    def __enter__(self) -> "ChatStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ChatStream({self._state}, {len(self._text)} pieces)"
+
+
+# ---- transcripts -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word of a transcript, with its times."""
+
+    text: str
+    start: float  # seconds from the start of the audio
+    end: float  # seconds, exclusive
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of transcript."""
+
+    start: float  # seconds from the start of the audio
+    end: float  # seconds, exclusive
+    text: str  # what was said, stripped
+    words: tuple[Word, ...] = ()  # word times, where the backend knows them
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """The transcript of a whole recording."""
+
+    text: str  # all segments joined
+    segments: list[Segment] = field(default_factory=list)  # in time order, absolute seconds
+    language: str = "en"  # the language of `text`
+    duration: float = 0.0  # seconds of audio
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+NO_SPACE_LANGUAGES = ("zh", "ja", "yue")  # languages whose segments are joined without a space
+
+
+def join_segments(segments: Sequence[Segment], language: str) -> str:
+    sep = "" if language in NO_SPACE_LANGUAGES else " "
+    return sep.join(s.text for s in segments if s.text)
+
+
+@dataclass(frozen=True)
+class TranscribeRequest:
+    """What `transcribe` was asked for (checked by the backend before any audio is read)."""
+
+    language: str | None = None  # the spoken language; None: the backend's default or detection
+    task: str = "transcribe"  # or "translate"
+    target: str | None = None  # the language of the text (default: `language`, "en" when translating)
+    timestamps: bool = False  # segment times that follow the speech; windows follow segment ends
+
+
+class TranscriptStream:
+    """Segments as they are transcribed; afterwards `.transcript`. `language` is known from the start."""
+
+    def __init__(self, language: str, segments: Iterator[Segment], duration: Callable[[], float],
+                 total: float | None = None, progress: bool = False):
+        self.language = language
+        self._segments, self._duration, self._total, self._progress = segments, duration, total, progress
+        self._got: list[Segment] = []
+        self.transcript: Transcript | None = None
+
+    def __iter__(self) -> Iterator[Segment]:
+        if self.transcript is not None:
+            return
+        bar = _progress_bar(self._total, self._progress)
+        try:
+            for s in self._segments:
+                self._got.append(s)
+                bar.update(max(0.0, round(s.end - bar.n, 2)))
+                yield s
+        finally:
+            bar.close()
+        self.transcript = Transcript(join_segments(self._got, self.language), list(self._got), self.language,
+                                     round(self._duration(), 3))
+
+    def close(self) -> None:
+        close = getattr(self._segments, "close", None)
+        if close is not None:
+            close()
+
+    def collect(self) -> Transcript:
+        for _ in self:
+            pass
+        return self.transcript
+
+
+def _progress_bar(total: float | None, enabled: bool):
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=round(total, 2) if total else None, unit="s", disable=not enabled, file=sys.stderr,
+                leave=False, desc="transcribing",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
+
+
+# ---- the interface ---------------------------------------------------------------------------------------
+
+
+class Backend(ABC):
+    """Chat about audio and transcribe it. Subclasses implement `_answer`, `_answer_batch`, `_transcribe`
+    and `default_tokenizer`; everything public is here, once."""
+
+    generation_config: GenerationConfig
+
+    # -- what a backend implements -----------------------------------------------------------------
+
+    @abstractmethod
+    def default_tokenizer(self):
+        """The tokenizer to use when the caller gives none (structured messages)."""
+
+    @abstractmethod
+    def _answer(self, tokenizer, conversation: Conversation, cfg: GenerationConfig) -> Pieces:
+        """Prepare the answer to `conversation` (decode and check its audio, build its prompt: errors are
+        raised here, before any text) and return the generator that writes it."""
+
+    def _answer_batch(self, tokenizer, conversations: Sequence[Conversation], cfg: GenerationConfig) -> list[str]:
+        """Answers to several conversations; by default one after another. Every conversation is prepared
+        (and checked) before the first answer starts."""
+        prepared = []
+        try:
+            for c in conversations:
+                prepared.append(self._answer(tokenizer, c, cfg))
+            return ["".join(pieces) for pieces in prepared]
+        finally:
+            for pieces in prepared:
+                pieces.close()
+
+    @abstractmethod
+    def _transcribe(self, tokenizer, source, request: TranscribeRequest,
+                    cfg: GenerationConfig) -> tuple[str, Iterator[Segment], Callable[[], float], float | None]:
+        """Check `request` and open `source`, then return (language of the text, segment iterator,
+        duration() once read, total seconds if known up front). The audio is read as it is transcribed."""
+
+    # -- options ---------------------------------------------------------------------------------------
+
+    def options(self, generation_config: GenerationConfig | None = None, **overrides) -> GenerationConfig:
+        """The options of one call: `generation_config` (default: the model's) with `overrides` applied."""
+        cfg = self.generation_config if generation_config is None else generation_config
+        if not isinstance(cfg, GenerationConfig):
+            raise OptionError(f"generation_config must be a qwen_audio.GenerationConfig, got {type(cfg).__name__}")
+        overrides = {k: v for k, v in overrides.items() if k not in _IGNORED_CHAT_KWARGS}
+        return cfg.updated(**overrides) if overrides else cfg
+
+    # -- the tutorial's API ----------------------------------------------------------------------------
+
+    def chat(self, tokenizer, query: str, history: Sequence[tuple[str, str]] | None = None,
+             system: str = DEFAULT_SYSTEM, generation_config: GenerationConfig | None = None,
+             **options) -> tuple[str, History]:
+        """Answer `query` given `history`; returns (response, history + [(query, response)]).
+
+        `<audio>path</audio>` tags in the strings name clips (use `tokenizer.from_list_format`).
+        The caller's history is never changed. Keyword arguments override the generation options for
+        this call (`do_sample=False`, `max_new_tokens=...`, `top_p`, `temperature`, `seed`, ...).
+        """
+        stream = self.chat_stream(tokenizer, query, history, system, generation_config, **options)
+        for _ in stream:
+            pass
+        return stream.response, stream.history
+
+    def chat_stream(self, tokenizer, query: str, history: Sequence[tuple[str, str]] | None = None,
+                    system: str = DEFAULT_SYSTEM, generation_config: GenerationConfig | None = None,
+                    **options) -> ChatStream:
+        """`chat` as text pieces while they are written: `for piece in stream`, then `stream.history`.
+        Bad audio, a bad prompt or a bad option raises here, before any text."""
+        started = time.perf_counter()
+        cfg = self.options(generation_config, **options)
+        history = copy_history(history)
+        conversation = tutorial_conversation(query, history, system)
+        pieces = self._answer(tokenizer if tokenizer is not None else self.default_tokenizer(), conversation, cfg)
+        return ChatStream(pieces, lambda response: history + [(query, response)], started)
+
+    def chat_batch(self, tokenizer, queries: Sequence[str], histories: Sequence | None = None,
+                   system: str = DEFAULT_SYSTEM, generation_config: GenerationConfig | None = None,
+                   **options) -> list[tuple[str, History]]:
+        """Answer several conversations at once; each gets what `chat` would give it alone."""
+        queries = list(queries)
+        histories = [copy_history(h) for h in histories] if histories is not None else [[] for _ in queries]
+        if len(histories) != len(queries):
+            raise PromptError(f"{len(queries)} queries but {len(histories)} histories")
+        cfg = self.options(generation_config, **options)
+        conversations = [tutorial_conversation(q, h, system) for q, h in zip(queries, histories)]
+        if not conversations:
+            return []
+        tokenizer = tokenizer if tokenizer is not None else self.default_tokenizer()
+        responses = self._answer_batch(tokenizer, conversations, cfg)
+        return [(r, h + [(q, r)]) for q, h, r in zip(queries, histories, responses)]
+
+    # -- structured messages ---------------------------------------------------------------------------
+
+    def respond(self, messages: Sequence[Message], generation_config: GenerationConfig | None = None,
+                **options) -> ChatStream:
+        """Answer structured messages (see `qwen_audio.messages`): audio only as `Audio` parts, text only
+        text. The stream's `.history` is `messages` plus the assistant's answer."""
+        started = time.perf_counter()
+        cfg = self.options(generation_config, **options)
+        messages = list(messages)
+        conversation = structured_conversation(messages, DEFAULT_SYSTEM)
+        for clip in conversation.clips():
+            if clip.is_url():
+                raise PromptError(f"audio {clip.label!r} is a URL: structured messages take paths, bytes or "
+                                  "arrays; fetching is the caller's decision")
+        pieces = self._answer(self.default_tokenizer(), conversation, cfg)
+        return ChatStream(pieces, lambda response: messages + [Message("assistant", response)], started)
+
+    # -- transcription ---------------------------------------------------------------------------------
+
+    def transcribe_stream(self, tokenizer, source, *, language: str | None = None, timestamps: bool = False,
+                          task: str = "transcribe", target: str | None = None, progress: bool = False,
+                          generation_config: GenerationConfig | None = None, **options) -> TranscriptStream:
+        """Segments of a recording of any length as they are transcribed (`task="translate"`: into
+        English). The file is read window by window, so memory stays bounded. Decoding is greedy unless
+        `do_sample=True`. Errors in the request or the audio's start raise here, before any segment."""
+        cfg = self.options(generation_config, **{"do_sample": False, **options})
+        request = TranscribeRequest(language, task, target, bool(timestamps))
+        tokenizer = tokenizer if tokenizer is not None else self.default_tokenizer()
+        out_language, segments, duration, total = self._transcribe(tokenizer, source, request, cfg)
+        return TranscriptStream(out_language, segments, duration, total, progress)
+
+    def transcribe(self, tokenizer, source, *, language: str | None = None, timestamps: bool = False,
+                   task: str = "transcribe", target: str | None = None, progress: bool = False,
+                   generation_config: GenerationConfig | None = None, **options) -> Transcript:
+        """The whole transcript of a recording of any length (see `transcribe_stream`)."""
+        return self.transcribe_stream(tokenizer, source, language=language, timestamps=timestamps, task=task,
+                                      target=target, progress=progress, generation_config=generation_config,
+                                      **options).collect()
