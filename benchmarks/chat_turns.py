@@ -22,8 +22,8 @@ import torch
 from common import AUDIO, TINY, machine, random_checkpoint
 
 import qwen_audio
-from qwen_audio.chat import ClipStore
 from qwen_audio.config import AudioConfig, ModelConfig
+from qwen_audio.engine import Engine, EngineConfig
 
 SMALL = ModelConfig(dim=512, n_layer=8, n_head=8, head_dim=64, ffn_dim=1408,
                     audio=AudioConfig(n_state=384, n_head=6, n_layer=4, output_dim=512))
@@ -38,13 +38,12 @@ def conversation(tok):
 
 def run(model, tok, cached: bool, new_tokens: int) -> tuple[list[tuple[float, float]], list[str]]:
     """[(seconds to the first text, seconds for the whole answer)] per turn, and the answers."""
-    model.reuse_kv = cached
-    model._kv = None
-    model.clip_store = ClipStore()
+    # The published code decodes and encodes every clip and computes the whole prompt each turn: an
+    # engine that keeps nothing does the same.
+    keep_nothing = EngineConfig(kv_bytes=0, feature_bytes=0, clip_bytes=0, reuse=False)
+    model.engine = Engine(model, EngineConfig() if cached else keep_nothing)
     times, answers, history = [], [], None
     for query in conversation(tok):
-        if not cached:
-            model.clip_store = ClipStore()  # the published code decodes and encodes every clip each turn
         t = time.perf_counter()
         stream = model.chat_stream(tok, query, history, do_sample=False, max_new_tokens=new_tokens)
         pieces = iter(stream)

@@ -444,10 +444,11 @@ class ClipStore:
     def mel(self, source: AudioSource, name: str | None = None) -> torch.Tensor:
         """[N_MELS, N_FRAMES] log-mel of the clip."""
         entry = self._entry(source, name)
-        if entry[1] is None:
-            entry[1] = entry[0].mel()
+        mel = entry[1]
+        if mel is None:
+            mel = entry[1] = entry[0].mel()
             self._evict()
-        return entry[1]
+        return mel
 
     def _entry(self, source, name) -> list:
         key = source_key(source)
@@ -471,7 +472,7 @@ class ClipStore:
         with self._lock:
             size = lambda e: e[0].samples.nbytes + (e[1].nbytes if e[1] is not None else 0)  # noqa: E731
             total = sum(size(e) for e in self._entries.values())
-            while total > self.max_bytes and len(self._entries) > 1:
+            while total > self.max_bytes and self._entries:
                 total -= size(self._entries.popitem(last=False)[1])
 
     def clear(self) -> None:

@@ -65,7 +65,7 @@ class FeatureStore:
             self._items[key] = value
             self._items.move_to_end(key)
             total = sum(t.nbytes for t in self._items.values())
-            while total > self.max_bytes and len(self._items) > 1:
+            while total > self.max_bytes and self._items:
                 total -= self._items.popitem(last=False)[1].nbytes
 
     def clear(self) -> None:
@@ -218,13 +218,15 @@ class Engine:
         decoded = [self.clips.clip(a.source, a.name) for a in clips]
         t_max = max(c.length.after_cnn for c in decoded)
         keys = [(source_key(a.source), t_max) for a in clips]
-        missing = [i for i, k in enumerate(keys) if keys.index(k) == i and self.features.get(k) is None]
+        found = {k: self.features.get(k) for k in keys}
+        missing = [i for i, k in enumerate(keys) if keys.index(k) == i and found[k] is None]
         if missing:
             mels = torch.stack([self.clips.mel(clips[i].source, clips[i].name) for i in missing])
             feats = self.model.embed_audio(mels, [decoded[i].length for i in missing], t_max)
             for i, f in zip(missing, feats):
+                found[keys[i]] = f
                 self.features.put(keys[i], f)
-        return [self.features.get(k) for k in keys], keys
+        return [found[k] for k in keys], keys
 
     def prepare(self, tokenizer: QwenTokenizer, conversation: Conversation, cfg: GenerationConfig) -> Prepared:
         """Build and check the ChatML prompt of `conversation`; decode and encode its clips."""
