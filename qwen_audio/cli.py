@@ -4,8 +4,22 @@
     qwen-audio chat --model Qwen/Qwen-Audio-Chat --audio talk.flac
     qwen-audio transcribe long.wav --timestamps --format srt -o long.srt
 
-Flags mirror the library's keyword arguments (`--max-new-tokens` is `max_new_tokens=`). Errors are one
-line on stderr: exit status 1 for a failure, 2 for bad usage.
+Flags mirror the library's keyword arguments (`--max-new-tokens` is `max_new_tokens=`).
+
+Errors are one line on stderr, never a traceback for a user's mistake. Exit status:
+
+    0    done
+    1    a failure: a QwenAudioError (bad audio, prompt, option, model...), a file that is missing or
+         cannot be written (checked before the model loads), or an internal error, reported as
+         `qwen-audio: internal error: Type: message` (QWEN_AUDIO_DEBUG=1 prints its traceback)
+    2    bad usage (argparse)
+    130  interrupted (Ctrl-C)
+    141  stdout was closed by its reader (`qwen-audio transcribe x.wav --format srt | head -1`): the
+         status a shell reports for a program ended by SIGPIPE. Nothing is printed; the rest is dropped.
+
+In `chat`, an error in one turn (of any kind) is reported as one line and the session goes on with
+its history unchanged. `transcribe` writes each segment as soon as it is transcribed (json: at the end);
+with `-o PATH` the path is checked before any work, and after a failure midway PATH keeps what was written.
 """
 
 from __future__ import annotations
@@ -15,12 +29,15 @@ import json
 import os
 import sys
 import time
+import traceback
 from dataclasses import asdict
 
-from .errors import QwenAudioError
+from .errors import AudioError, QwenAudioError
 
 DEFAULT_MODEL = "lite"  # the embedded offline backend
 PROG = "qwen-audio"
+DEBUG_VARIABLE = "QWEN_AUDIO_DEBUG"  # set (not "0") to print the traceback of an unexpected error
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a program that SIGPIPE ended
 
 
 # ---- loading ---------------------------------------------------------------------------------------
@@ -60,12 +77,16 @@ def generation_options(args: argparse.Namespace) -> dict:
 
 
 def check_files(paths: list[str]) -> None:
-    """Fail before the (slow) model load when a local audio path does not exist."""
+    """Fail before the (slow) model load when a local audio path does not exist or is a folder."""
     from .errors import AudioNotFoundError
 
     for path in paths:
-        if "://" not in path and not os.path.exists(path):
+        if "://" in path:
+            continue
+        if not os.path.exists(path):
             raise AudioNotFoundError(f"audio file not found: {path}")
+        if os.path.isdir(path):
+            raise AudioError(f"{path} is a folder, not an audio file")
 
 
 def build_query(tokenizer, audio: list[str], text: str) -> str:
@@ -175,27 +196,30 @@ class ChatSession:
         self.say(f"attached {path} to the next question")
 
     def ask(self, text: str) -> None:
-        """One turn, streamed; history changes only when the answer is complete."""
+        """One turn, streamed; history changes only when the answer is complete. On any exception (Ctrl-C
+        included) the answer is closed at once, so the model hands back what it holds, and re-raised."""
         query = build_query(self.tokenizer, self.pending, text)
         stream = self.model.chat_stream(self.tokenizer, query, self.history, system=self.args.system, **self.gen)
-        pieces, got = iter(stream), []
-        render = SecondsRenderer(self.args.raw)
+        render, wrote = SecondsRenderer(self.args.raw), False
         try:
-            for piece in pieces:
-                got.append(piece)
-                self.out.write(render.push(piece))
-                self.out.flush()
-        except BaseException:
-            getattr(pieces, "close", lambda: None)()  # let the model's generator release what it holds
-            self.out.write("\n")
-            self.out.flush()
+            for piece in stream:
+                shown = render.push(piece)
+                if shown:
+                    self.out.write(shown)
+                    self.out.flush()
+                    wrote = True
+        except BaseException as e:
+            stream.close()
+            if wrote and not isinstance(e, BrokenPipeError):  # end the half-written line
+                try:
+                    self.out.write("\n")
+                    self.out.flush()
+                except OSError:
+                    pass
             raise
         self.out.write(render.flush() + "\n")
         self.out.flush()
-        # A ChatStream knows its history; a backend whose chat_stream is a plain generator does not.
-        response = getattr(stream, "response", None)
-        response = "".join(got) if response is None else response
-        self.history = getattr(stream, "history", None) or [*self.history, (query, response)]
+        self.history = stream.history
         self.pending = []
 
     def export(self, rest: str) -> None:
@@ -287,34 +311,172 @@ def cmd_chat(args: argparse.Namespace) -> int:
         try:
             if not session.handle(line):
                 break
-        except QwenAudioError as e:
-            session.say(f"error: {e}")
         except KeyboardInterrupt:
             session.say("interrupted; the conversation is as it was before this question")
+        except BrokenPipeError:
+            raise  # stdout is gone: the session cannot go on (main exits quietly)
+        except Exception as e:  # noqa: BLE001 - any failure of one turn leaves the session as it was
+            if debug():
+                traceback.print_exc(file=session.err)
+            session.say(f"error: {describe(e)}")
     return 0
 
 
 # ---- transcribe --------------------------------------------------------------------------------------
 
 
+def check_output(path: str, source: str | None = None) -> None:
+    """Fail before any work when `path` cannot be written: its folder is missing, it is a folder, it is
+    the audio being transcribed, or it cannot be opened for writing. An existing file is not changed."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise QwenAudioError(f"cannot write {path}: it is a folder")
+    if not os.path.exists(folder):
+        raise QwenAudioError(f"cannot write {path}: folder {folder} does not exist")
+    if not os.path.isdir(folder):
+        raise QwenAudioError(f"cannot write {path}: {folder} is not a folder")
+    existed = os.path.lexists(path)
+    if existed and source is not None and os.path.exists(source) and os.path.samefile(path, source):
+        raise QwenAudioError(f"cannot write {path}: it is the audio being transcribed")
+    try:
+        with open(path, "a", encoding="utf-8"):  # "a": a check that truncates nothing
+            pass
+    except OSError as e:
+        raise QwenAudioError(f"cannot write {path}: {e.strerror or e}") from None
+    if not existed:
+        os.remove(path)  # created only by the check; it is written when the transcript is
+
+
+class TranscriptWriter:
+    """`FORMATTERS[fmt](transcript)` in pieces, as the segments arrive: `start()`, then `segment(s)` for
+    each segment, then `end(transcript)`; the pieces concatenate to the formatter's output. SRT cues are
+    numbered as they come; text is the segments joined with a space (nothing for zh, ja, yue) and a
+    final newline; JSON, one object, is all written by `end`."""
+
+    def __init__(self, fmt: str, language: str):
+        from .backend import NO_SPACE_LANGUAGES
+        from .transcribe import FORMATTERS, Transcript, to_vtt
+
+        if fmt not in FORMATTERS:
+            raise QwenAudioError(f"unknown format {fmt!r}; use one of {', '.join(FORMATTERS)}")
+        self.fmt, self.sep = fmt, "" if language in NO_SPACE_LANGUAGES else " "
+        self.header = to_vtt(Transcript("")) if fmt == "vtt" else ""  # "WEBVTT\n"
+        self.cues = 0  # segments seen (SRT numbers every segment)
+        self.texts = 0  # segments with text (text joins only those)
+
+    def start(self) -> str:
+        return self.header
+
+    def segment(self, segment) -> str:
+        from .transcribe import Transcript, to_srt, to_vtt
+
+        self.cues += 1
+        one = Transcript(segment.text, [segment])
+        if self.fmt == "srt":  # cues are separated by a blank line; to_srt numbers its one cue 1
+            return ("\n" if self.cues > 1 else "") + f"{self.cues}\n" + to_srt(one).partition("\n")[2]
+        if self.fmt == "vtt":  # "\n" + the cue
+            return to_vtt(one)[len(self.header):]
+        if self.fmt == "text" and segment.text:
+            self.texts += 1
+            return (self.sep if self.texts > 1 else "") + segment.text
+        return ""
+
+    def end(self, transcript) -> str:
+        from .transcribe import to_json
+
+        if self.fmt == "json":
+            return to_json(transcript)
+        return "\n" if self.fmt == "text" else ""
+
+
+class Output:
+    """Where a transcript goes: stdout, or a file opened at the first text (a failure before any text
+    leaves an existing file as it was). Every write is flushed."""
+
+    def __init__(self, path: str | None):
+        self.path, self.file, self.written = path, None, 0
+        self.label = path if path is not None else "stdout"
+
+    def open(self) -> None:
+        """Open the output (truncating a file) if it is not open yet."""
+        if self.file is not None:
+            return
+        try:
+            self.file = sys.stdout if self.path is None else open(  # noqa: SIM115 - closed by close()
+                self.path, "w", encoding="utf-8", errors="replace")
+        except OSError as e:
+            raise QwenAudioError(f"cannot write {self.label}: {e.strerror or e}") from None
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        self.open()
+        try:
+            self.file.write(text)
+            self.file.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise QwenAudioError(f"cannot write {self.label}: {e.strerror or e}") from None
+        self.written += len(text)
+
+    def close(self) -> None:
+        if self.file is not None and self.path is not None:
+            self.file.close()
+
+
+class PartialOutput(Exception):
+    """`error` stopped a transcription after part of it was written; `note` says what was kept."""
+
+    def __init__(self, error: BaseException, note: str):
+        super().__init__(note)
+        self.error, self.note = error, note
+
+
+def write_transcript(stream, fmt: str, out: Output) -> None:
+    """Write `stream`'s segments to `out` as they are transcribed, in format `fmt`."""
+    writer = TranscriptWriter(fmt, stream.language)
+    out.write(writer.start())
+    segments, count, end = iter(stream), 0, 0.0
+    while True:
+        try:
+            segment = next(segments)
+        except StopIteration:
+            break
+        except BrokenPipeError:
+            raise
+        except BaseException as e:  # Ctrl-C too: say what the output holds
+            if out.written and fmt != "json":
+                note = f"{out.label} holds the {count} segment(s) transcribed before it (to {end:.1f} s)"
+            else:
+                note = f"nothing was written to {out.label}"
+            raise PartialOutput(e, note) from e
+        count, end = count + 1, segment.end
+        out.write(writer.segment(segment))
+    out.open()  # an empty transcript is an empty file
+    out.write(writer.end(stream.transcript))
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    """A transcript of a whole file in one of the output formats."""
-    from .transcribe import FORMATTERS, task_prompt, transcribe
+    """A transcript of a whole file in one of the output formats, written as it is transcribed."""
+    from .transcribe import task_prompt
 
     task_prompt(args.language or "en", task=args.task, target=args.target, timestamps=args.timestamps)  # fail fast
     check_files([args.file])
+    if args.output is not None:
+        check_output(args.output, args.file)
     model, tokenizer = load_model(args.model, args.dtype, args.device, args.quiet)
-    result = transcribe(model, tokenizer, args.file, language=args.language, timestamps=args.timestamps,
-                        progress=not args.quiet, task=args.task, target=args.target, **generation_options(args))
-    text = FORMATTERS[args.format](result)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
-        if not args.quiet:
-            print(f"{PROG}: wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    stream = model.transcribe_stream(tokenizer, args.file, language=args.language, timestamps=args.timestamps,
+                                     task=args.task, target=args.target, progress=not args.quiet,
+                                     **generation_options(args))
+    out = Output(args.output)
+    try:
+        write_transcript(stream, args.format, out)
+    finally:
+        stream.close()
+        out.close()
+    if args.output is not None and not args.quiet:
+        print(f"{PROG}: wrote {args.output}", file=sys.stderr)
     return 0
 
 
@@ -385,13 +547,59 @@ def _version() -> str:
     return __version__
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 failure, 2 usage)."""
-    for stream in (sys.stdout, sys.stderr):
+def debug() -> bool:
+    """Whether QWEN_AUDIO_DEBUG asks for tracebacks."""
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+
+def one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def user_error(e: BaseException) -> bool:
+    """An error the user can act on from its message: the project's, or a file the system refused."""
+    return isinstance(e, QwenAudioError) or (isinstance(e, OSError) and e.filename is not None)
+
+
+def describe(e: BaseException) -> str:
+    """One line for an error: the message of a user's error, `Type: message` for anything else."""
+    message = one_line(str(e))
+    if user_error(e):
+        return message or type(e).__name__
+    return f"{type(e).__name__}: {message}" if message else type(e).__name__
+
+
+def report(e: BaseException, note: str = "") -> int:
+    """Print the one line for `e` (and its traceback with QWEN_AUDIO_DEBUG); return the exit status."""
+    note = f"; {note}" if note else ""
+    if isinstance(e, KeyboardInterrupt):
+        print(f"{PROG}: interrupted{note}", file=sys.stderr)
+        return 130
+    if debug():
+        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+    if user_error(e):
+        print(f"{PROG}: error: {describe(e)}{note}", file=sys.stderr)
+    else:
+        hint = "" if debug() else f" (set {DEBUG_VARIABLE}=1 for the traceback)"
+        print(f"{PROG}: internal error: {describe(e)}{note}{hint}", file=sys.stderr)
+    return 1
+
+
+def quiet_broken_pipe() -> int:
+    """stdout's reader has gone: point stdout at /dev/null so that nothing (not even the flush at exit)
+    complains, and return the SIGPIPE status."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
         try:
-            stream.reconfigure(errors="replace")  # an odd character must not kill a long answer
-        except (AttributeError, ValueError):
-            pass
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a captured stdout): nothing to quiet
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def run_command(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -399,12 +607,27 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     try:
         return args.run(args)
-    except QwenAudioError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except BrokenPipeError:
+        raise
+    except PartialOutput as p:
+        return report(p.error, p.note)
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - one line, never a traceback (see report)
+        return report(e)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (see the module's docstring)."""
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="replace")  # an odd character must not kill a long answer
+        except (AttributeError, ValueError):
+            pass
+    try:
+        code = run_command(argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
+    except BrokenPipeError:
+        return quiet_broken_pipe()
 
 
 if __name__ == "__main__":

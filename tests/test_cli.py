@@ -1,5 +1,6 @@
 """The `qwen-audio` console script: the installed entry point in a subprocess against the tiny checkpoint,
-and the chat loop's error handling in-process with a scripted model."""
+and the command's error handling and output in-process with a scripted backend (a real `Backend`
+subclass, so its streams are the library's ChatStream and TranscriptStream)."""
 
 import io
 import json
@@ -7,19 +8,28 @@ import os
 import subprocess
 import sys
 import wave
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from qwen_audio import cli
+from qwen_audio.backend import Backend, Segment, Transcript, TurnStats, Word
 from qwen_audio.errors import AudioDecodeError
+from qwen_audio.messages import plain_text
+from qwen_audio.options import GenerationConfig
+from qwen_audio.transcribe import FORMATTERS
 
 from .conftest import AUDIO, TINY
 from .conftest import SHARED as FIXTURES
+
 SPEECH = AUDIO / "1272-128104-0000.flac"  # 5.9 s
 SHORT = AUDIO / "1272-128104-0000-middle_classes.wav"
 GEN = ["--greedy", "--max-new-tokens", "8"]
 GEN_KW = {"do_sample": False, "max_new_tokens": 8}
+FORMATS = ("text", "json", "srt", "vtt")
+INTERNAL_HINT = "(set QWEN_AUDIO_DEBUG=1 for the traceback)"
+NOISE = ("Traceback", "BrokenPipe", "Exception ignored")  # what a quiet exit never prints
 
 
 def script() -> list[str]:
@@ -28,10 +38,13 @@ def script() -> list[str]:
     return [str(exe)] if exe.is_file() else [sys.executable, "-m", "qwen_audio.cli"]
 
 
+def env(**extra) -> dict:
+    return {**os.environ, "PYTHONIOENCODING": "utf-8", **extra}
+
+
 def run(*args, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
     return subprocess.run(script() + [str(a) for a in args], input=stdin, capture_output=True, text=True,
-                          encoding="utf-8", env=env, timeout=300)
+                          encoding="utf-8", env=env(), timeout=300, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +59,93 @@ def fresh(path):
     import qwen_audio
 
     return qwen_audio.load(path)
+
+
+# ---- a scripted backend -----------------------------------------------------------------------------
+
+
+class Tok:
+    @staticmethod
+    def from_list_format(items):
+        from qwen_audio.tokenizer import from_list_format
+
+        return from_list_format(items)
+
+
+class Scripted(Backend):
+    """A backend that answers from a script, through the real `Backend` interface.
+
+    Chat: "bad" in a question is undecodable audio (raised before any text, as a backend does);
+    `fail_next` is raised by the next answer before any text; the word "boom" raises `fail("boom")`
+    mid-answer. `seen` records (query, history) of every call; `closed` counts answers closed while
+    suspended. Transcription yields `segments` (an exception in the list is raised there), calling
+    `before(i)` before the i-th segment is produced; `transcribe_error` is raised before any.
+    """
+
+    def __init__(self, answers=(), fail=KeyboardInterrupt, segments=(), language="en", before=None):
+        self.generation_config = GenerationConfig()
+        self.answers, self.fail, self.fail_next = list(answers), fail, None
+        self.seen, self.closed = [], 0
+        self.segments, self.language, self.before = list(segments), language, before
+        self.transcribe_error = None
+        self.requests = []
+
+    def default_tokenizer(self):
+        return Tok()
+
+    def chat_stream(self, tokenizer, query, history=None, *args, **kwargs):
+        self.seen.append((query, list(history or [])))
+        return super().chat_stream(tokenizer, query, history, *args, **kwargs)
+
+    def _answer(self, tokenizer, conversation, cfg):
+        if "bad" in plain_text(conversation.question.query):
+            raise AudioDecodeError("bad.wav: cannot decode audio")
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        answer = self.answers.pop(0)
+
+        def pieces():
+            words = answer.split(" ")
+            try:
+                for i, word in enumerate(words):
+                    if word == "boom":
+                        raise self.fail("boom")
+                    yield (" " if i else "") + word
+            except GeneratorExit:
+                self.closed += 1
+                raise
+            return TurnStats(0, 0, len(words), "stop")
+
+        return pieces()
+
+    def _transcribe(self, tokenizer, source, request, cfg):
+        self.requests.append((source, request, cfg))
+        if self.transcribe_error is not None:
+            raise self.transcribe_error
+
+        def segments():
+            for i, s in enumerate(self.segments):
+                if self.before is not None:
+                    self.before(i)
+                if isinstance(s, BaseException):
+                    raise s
+                yield s
+
+        duration = max((s.end for s in self.segments if isinstance(s, Segment)), default=0.0)
+        return self.language, segments(), lambda: duration, duration
+
+
+def in_process(monkeypatch, capsys, model, argv, lines=()):
+    """Run `qwen-audio ARGV` in this process with `model` as the loaded model; (exit status, captured)."""
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: (model, Tok()))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(line + "\n" for line in lines)))
+    code = cli.main([str(a) for a in argv])
+    return code, capsys.readouterr()
+
+
+def chat_in_process(monkeypatch, capsys, model, lines):
+    return in_process(monkeypatch, capsys, model, ["chat", "-q"], lines)
 
 
 # ---- ask ------------------------------------------------------------------------------------------------
@@ -68,14 +168,45 @@ def test_ask_prints_what_model_chat_returns(tiny_path):
 
 
 def test_ask_json(tiny_path):
+    from qwen_audio.grounding import parse_spans
+
     out = run("ask", "--model", tiny_path, "--audio", SPEECH, "hello?", *GEN, "--json", "--raw", "-q")
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     d = json.loads(out.stdout)
     model, tok = fresh(tiny_path)
     response, _ = model.chat(tok, tok.from_list_format([{"audio": str(SPEECH)}, {"text": "hello?"}]), **GEN_KW)
-    assert d == {"response": response, "spans": d["spans"], "model": str(tiny_path)}
-    assert isinstance(d["spans"], list)
+    # One clip: a span points at it unless it names another clip ("Audio 2"), which this question lacks.
+    spans = [{**asdict(s), "audio": str(SPEECH) if s.clip in (None, 0) else None} for s in parse_spans(response).spans]
+    assert d == {"response": response, "spans": spans, "model": str(tiny_path)}
+
+
+def test_ask_json_spans_name_their_clip(monkeypatch, capsys, tmp_path):
+    first, second = tmp_path / "a.wav", tmp_path / "b.wav"
+    first.write_bytes(b"x")
+    second.write_bytes(b"x")
+    answer = ('The word "middle classes" starts at <|0.50|> seconds and ends at <|1.25|> seconds. '
+              "In the second audio, a dog barks from <|0.10|> to <|0.20|>.")
+    code, out = in_process(monkeypatch, capsys, Scripted([answer]),
+                           ["ask", "--audio", first, "--audio", second, "where?", "--json"])
+    assert code == 0, out.err
+    assert json.loads(out.out) == {
+        "response": 'The word "middle classes" starts at 0.50 seconds and ends at 1.25 seconds. '
+                    "In the second audio, a dog barks from 0.10 to 0.20.",
+        "spans": [
+            {"start": 0.5, "end": 1.25, "words": "middle classes", "clip": None, "audio": str(first),
+             "text": 'The word "middle classes" starts at 0.50 seconds and ends at 1.25 seconds.'},
+            {"start": 0.1, "end": 0.2, "words": None, "clip": 1, "audio": str(second),
+             "text": "In the second audio, a dog barks from 0.10 to 0.20."},
+        ],
+        "model": "lite",
+    }
+
+
+def test_a_bad_option_is_one_line(monkeypatch, capsys):
+    code, out = in_process(monkeypatch, capsys, Scripted(["never"]), ["ask", "hi", "--top-p", "2"])
+    assert code == 1 and out.out == ""
+    assert out.err == "qwen-audio: error: top_p must be in (0, 1], got 2.0\n"
 
 
 # ---- chat -----------------------------------------------------------------------------------------------
@@ -102,48 +233,8 @@ def test_chat_over_stdin_keeps_history_through_errors(tiny_path, tmp_path):
     assert out.stdout == expected
 
 
-class ScriptedChat:
-    """A model double with `chat_stream`: answers by a script; "boom" raises mid-answer."""
-
-    def __init__(self, answers, fail=None):
-        self.answers, self.fail, self.seen = list(answers), fail, []
-
-    def chat_stream(self, tokenizer, query, history=None, system=None, **gen):
-        self.seen.append((query, list(history or [])))
-        if "bad" in query:
-            raise AudioDecodeError("bad.wav: cannot decode audio")
-        answer = self.answers.pop(0)
-        fail = self.fail
-
-        class Stream:
-            def __iter__(stream):
-                for i, word in enumerate(answer.split(" ")):
-                    if word == "boom":
-                        raise fail()
-                    yield (" " if i else "") + word
-                stream.response = answer
-                stream.history = list(history or []) + [(query, answer)]
-
-        return Stream()
-
-
-class Tok:
-    @staticmethod
-    def from_list_format(items):
-        from qwen_audio.tokenizer import from_list_format
-
-        return from_list_format(items)
-
-
-def chat_in_process(monkeypatch, capsys, model, lines):
-    monkeypatch.setattr(cli, "load_model", lambda *a, **k: (model, Tok()))
-    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(line + "\n" for line in lines)))
-    code = cli.main(["chat", "-q"])
-    return code, capsys.readouterr()
-
-
 def test_ctrl_c_during_an_answer_returns_to_the_prompt_with_history_unchanged(monkeypatch, capsys):
-    model = ScriptedChat(["first answer", "half boom never", "third answer"], fail=KeyboardInterrupt)
+    model = Scripted(["first answer", "half boom never", "third answer"], fail=KeyboardInterrupt)
     code, out = chat_in_process(monkeypatch, capsys, model, ["one", "two", "three"])
     assert code == 0
     assert "interrupted" in out.err
@@ -151,31 +242,74 @@ def test_ctrl_c_during_an_answer_returns_to_the_prompt_with_history_unchanged(mo
     assert out.out == "first answer\nhalf\nthird answer\n"
 
 
-def test_a_backend_whose_chat_stream_is_a_plain_generator(monkeypatch, capsys):
-    class Plain:
-        def chat_stream(self, tokenizer, query, history=None, system=None, **gen):
-            self.seen = list(history or [])
-            yield from ["hello", " there"]
+def test_ctrl_c_while_writing_closes_the_stream_at_once():
+    class InterruptOnce(io.StringIO):
+        armed = True
 
-    model = Plain()
-    code, out = chat_in_process(monkeypatch, capsys, model, ["one", "two"])
-    assert code == 0 and out.out == "hello there\nhello there\n"
-    assert model.seen == [("one", "hello there")]
+        def write(self, s):
+            if s and self.armed:
+                self.armed = False
+                raise KeyboardInterrupt
+            return super().write(s)
+
+    model = Scripted(["first answer", "second answer"])
+    session = cli.ChatSession(model, Tok(), cli.build_parser().parse_args(["chat"]), out=InterruptOnce(),
+                              err=io.StringIO())
+    with pytest.raises(KeyboardInterrupt):  # the traceback keeps the stream alive: only close() closes it
+        session.handle("one")
+    assert model.closed == 1 and session.history == []
+    session.handle("two")
+    assert session.history == [("two", "second answer")]
 
 
 def test_a_failing_turn_keeps_the_history(monkeypatch, capsys):
-    model = ScriptedChat(["first", "second"])
+    model = Scripted(["first", "second"])
     code, out = chat_in_process(monkeypatch, capsys, model, ["one", "a bad one", "/nonsense", "two"])
     assert code == 0
     assert "error: bad.wav: cannot decode audio" in out.err and "unknown command /nonsense" in out.err
     assert model.seen[-1] == ("two", [("one", "first")])
 
 
+def test_any_exception_in_a_turn_is_one_line_and_the_session_goes_on(monkeypatch, capsys):
+    model = Scripted(["first", "half boom never", "boom", "third"], fail=ValueError)
+    lines = ["one", "two", "three", "zero", "four", "/history"]
+    real_answer = model._answer
+
+    def answer(tokenizer, conversation, cfg):  # the second question fails before any text, once
+        if plain_text(conversation.question.query) == "two":
+            raise RuntimeError("CUDA error: out of memory\nCompile with TORCH_USE_CUDA_DSA to enable device-side"
+                               " assertions.")
+        return real_answer(tokenizer, conversation, cfg)
+
+    model._answer = answer
+    code, out = chat_in_process(monkeypatch, capsys, model, lines)
+    assert code == 0
+    assert out.err.splitlines() == [
+        ("error: RuntimeError: CUDA error: out of memory Compile with TORCH_USE_CUDA_DSA to enable device-side "
+         "assertions."),
+        "error: ValueError: boom",
+        "error: ValueError: boom",
+    ]
+    # "two" failed before its answer began, "three" after "half", "zero" before any text: none is in the history.
+    assert model.seen[1] == ("two", [("one", "first")])
+    assert model.seen[4] == ("four", [("one", "first")])
+    assert out.out == "first\nhalf\nthird\n[1] user: one\n[1] assistant: first\n[2] user: four\n[2] assistant: third\n"
+
+
+def test_a_turn_error_shows_its_traceback_with_debug(monkeypatch, capsys):
+    monkeypatch.setenv("QWEN_AUDIO_DEBUG", "1")
+    model = Scripted(["first"])
+    model.fail_next = RuntimeError("kaput")
+    code, out = chat_in_process(monkeypatch, capsys, model, ["one", "two"])
+    assert code == 0 and out.out == "first\n"
+    assert "Traceback (most recent call last)" in out.err and out.err.endswith("error: RuntimeError: kaput\n")
+
+
 def test_export_writes_the_span_of_the_clip_the_answer_names(monkeypatch, capsys, tmp_path):
     if not SPEECH.is_file():
         pytest.skip(f"tutorial audio not found under {AUDIO}")
     answer = 'The word "middle classes" starts at <|0.50|> seconds and ends at <|1.25|> seconds.'
-    model = ScriptedChat([answer])
+    model = Scripted([answer])
     target = tmp_path / "span one.wav"
     code, out = chat_in_process(monkeypatch, capsys, model,
                                 [f"/audio {SPEECH}", "where?", f"/export {target}", f"/export {target} 2"])
@@ -199,6 +333,20 @@ def test_seconds_renderer_matches_rendering_the_whole_text():
 
 # ---- transcribe -----------------------------------------------------------------------------------------
 
+SEGMENTS = [
+    Segment(0.0, 2.5, "hello there", (Word("hello", 0.0, 1.0), Word("there", 1.2, 2.5))),
+    Segment(2.5, 2.5, ""),  # no text: numbered in SRT, left out of the text
+    Segment(2.5, 4.25, "general kenobi"),
+]
+
+
+@pytest.fixture
+def clip(tmp_path):
+    """A file to transcribe (the scripted backend never reads it)."""
+    path = tmp_path / "talk.wav"
+    path.write_bytes(b"RIFF")
+    return path
+
 
 def test_transcribe_srt_matches_the_library(tiny_path, tmp_path):
     from qwen_audio.transcribe import to_srt, transcribe
@@ -214,6 +362,215 @@ def test_transcribe_srt_matches_the_library(tiny_path, tmp_path):
     assert out.returncode == 0 and out.stdout == "" and out.stderr == ""
     d = json.loads(target.read_text(encoding="utf-8"))
     assert d["language"] == "en" and d["duration"] == pytest.approx(5.855, abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def speech_transcript(tiny_path):
+    """The library's own transcript of a short clip, by another instance of the model."""
+    model, tok = fresh(tiny_path)
+    t = model.transcribe(tok, str(SPEECH), timestamps=True, **GEN_KW)
+    assert t.segments and t.text
+    return t
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_path):
+    return fresh(tiny_path)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_written_file_is_the_formatters_output(fmt, tiny_model, speech_transcript, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: tiny_model)
+    target = tmp_path / f"out.{fmt}"
+    assert cli.main(["transcribe", str(SPEECH), "--timestamps", "--format", fmt, "-o", str(target), "-q", *GEN]) == 0
+    assert capsys.readouterr() == ("", "")
+    assert target.read_text(encoding="utf-8") == FORMATTERS[fmt](speech_transcript)
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_scripted_output_is_the_formatters_output(fmt, language, monkeypatch, capsys, clip, tmp_path):
+    model = Scripted(segments=SEGMENTS, language=language)
+    expected = FORMATTERS[fmt](model.transcribe(None, str(clip)))
+    assert expected == FORMATTERS[fmt](Transcript(("" if language == "zh" else " ").join(["hello there", "general kenobi"]),
+                                                  SEGMENTS, language, 4.25))
+    target = tmp_path / "out"
+    code, out = in_process(monkeypatch, capsys, model, ["transcribe", clip, "--format", fmt, "-o", target])
+    assert code == 0, out.err
+    assert target.read_text(encoding="utf-8") == expected
+    assert out.out == "" and out.err.endswith(f"qwen-audio: wrote {target}\n")
+    code, out = in_process(monkeypatch, capsys, model, ["transcribe", clip, "--format", fmt, "-q"])
+    assert code == 0 and out.out == expected and out.err == ""
+
+
+def test_flags_reach_transcribe_stream(monkeypatch, capsys, clip):
+    model = Scripted(segments=SEGMENTS)
+    code, out = in_process(monkeypatch, capsys, model, ["transcribe", clip, "--language", "de", "--task", "translate",
+                                                        "--target", "en", "--timestamps", "-q", "--seed", "3"])
+    assert code == 0, out.err
+    source, request, cfg = model.requests[0]
+    assert source == str(clip)
+    assert (request.language, request.task, request.target, request.timestamps) == ("de", "translate", "en", True)
+    assert (cfg.seed, cfg.do_sample) == (3, False)
+
+
+@pytest.mark.parametrize("fmt", ["text", "srt", "vtt"])
+def test_segments_are_written_as_they_arrive(fmt, monkeypatch, capsys, clip, tmp_path):
+    target, seen = tmp_path / "out", {}
+
+    def before(i):  # what the file holds when segment i is about to be transcribed
+        seen[i] = target.read_text(encoding="utf-8") if target.exists() else None
+
+    model = Scripted(segments=SEGMENTS, before=before)
+    code, out = in_process(monkeypatch, capsys, model, ["transcribe", clip, "--format", fmt, "-o", target, "-q"])
+    assert code == 0, out.err
+    first = FORMATTERS[fmt](Transcript("hello there", SEGMENTS[:1]))
+    assert seen[0] == ("WEBVTT\n" if fmt == "vtt" else None)  # nothing opened (or truncated) before any text
+    assert seen[1] == (first[:-1] if fmt == "text" else first)  # text: the newline comes at the end
+    assert target.read_text(encoding="utf-8") == FORMATTERS[fmt](model.transcribe(None, str(clip)))
+
+
+def test_segments_reach_stdout_as_they_arrive(monkeypatch, capsys, clip):
+    stdout, seen = io.StringIO(), []
+    model = Scripted(segments=SEGMENTS, before=lambda i: seen.append(stdout.getvalue()))
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: (model, Tok()))
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert cli.main(["transcribe", str(clip), "--format", "srt", "-q"]) == 0
+    assert seen[:2] == ["", "1\n00:00:00,000 --> 00:00:02,500\nhello there\n"]
+
+
+def test_a_failure_midway_keeps_what_was_written(monkeypatch, capsys, clip, tmp_path):
+    target = tmp_path / "out.srt"
+    model = Scripted(segments=[SEGMENTS[0], RuntimeError("decoder fell over")])
+    code, out = in_process(monkeypatch, capsys, model, ["transcribe", clip, "--format", "srt", "-o", target, "-q"])
+    assert code == 1
+    assert target.read_text(encoding="utf-8") == "1\n00:00:00,000 --> 00:00:02,500\nhello there\n"
+    assert out.err == (f"qwen-audio: internal error: RuntimeError: decoder fell over; {target} holds the 1 "
+                       f"segment(s) transcribed before it (to 2.5 s) {INTERNAL_HINT}\n")
+
+    model = Scripted(segments=[SEGMENTS[0], AudioDecodeError("talk.wav: corrupt frame at 31.2 s")])
+    code, out = in_process(monkeypatch, capsys, model, ["transcribe", clip, "--format", "text", "-o", target, "-q"])
+    assert code == 1 and target.read_text(encoding="utf-8") == "hello there"
+    assert out.err == (f"qwen-audio: error: talk.wav: corrupt frame at 31.2 s; {target} holds the 1 segment(s) "
+                       "transcribed before it (to 2.5 s)\n")
+
+
+def test_a_failure_before_any_text_leaves_an_existing_file_as_it_was(monkeypatch, capsys, clip, tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("precious\n")
+    model = Scripted(segments=[SEGMENTS[0], AudioDecodeError("talk.wav: corrupt frame")])
+    code, out = in_process(monkeypatch, capsys, model, ["transcribe", clip, "--format", "json", "-o", target, "-q"])
+    assert code == 1 and target.read_text() == "precious\n"
+    assert out.err == f"qwen-audio: error: talk.wav: corrupt frame; nothing was written to {target}\n"
+
+    model = Scripted(segments=SEGMENTS)
+    model.transcribe_error = AudioDecodeError("talk.wav: not audio")  # from transcribe_stream itself
+    code, out = in_process(monkeypatch, capsys, model, ["transcribe", clip, "--format", "srt", "-o", target, "-q"])
+    assert code == 1 and target.read_text() == "precious\n"
+    assert out.err == "qwen-audio: error: talk.wav: not audio\n"
+
+
+def test_ctrl_c_while_transcribing_says_what_was_kept(monkeypatch, capsys, clip, tmp_path):
+    target = tmp_path / "out.vtt"
+    model = Scripted(segments=[SEGMENTS[0], KeyboardInterrupt()])
+    code, out = in_process(monkeypatch, capsys, model, ["transcribe", clip, "--format", "vtt", "-o", target, "-q"])
+    assert code == 130
+    assert target.read_text() == "WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nhello there\n"
+    assert out.err == f"qwen-audio: interrupted; {target} holds the 1 segment(s) transcribed before it (to 2.5 s)\n"
+
+
+def _unwritable(tmp_path, clip, case):
+    if case == "missing folder":
+        return tmp_path / "no such folder" / "out.srt"
+    if case == "a folder":
+        return tmp_path
+    if case == "under a file":
+        return clip / "out.srt"
+    return clip  # the audio itself
+
+
+@pytest.mark.parametrize("case", ["missing folder", "a folder", "under a file", "the input"])
+def test_the_output_path_is_checked_before_loading(case, monkeypatch, capsys, clip, tmp_path):
+    import qwen_audio
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(qwen_audio, "load", no_load)
+    target = _unwritable(tmp_path, clip, case)
+    before = sorted(tmp_path.rglob("*"))
+    assert cli.main(["transcribe", str(clip), "--model", str(TINY), "-o", str(target)]) == 1
+    err = capsys.readouterr().err
+    assert "loading model" not in err and len(err.splitlines()) == 1
+    assert err.startswith(f"qwen-audio: error: cannot write {target}: ")
+    assert sorted(tmp_path.rglob("*")) == before and clip.read_bytes() == b"RIFF"
+
+
+def test_an_output_check_creates_nothing(monkeypatch, capsys, clip, tmp_path):
+    target = tmp_path / "out.srt"
+    model = Scripted(segments=SEGMENTS)
+    model.transcribe_error = AudioDecodeError("talk.wav: not audio")
+    code, _ = in_process(monkeypatch, capsys, model, ["transcribe", clip, "-o", target])
+    assert code == 1 and not target.exists()
+    model = Scripted(segments=[])  # an empty transcript is an empty file
+    code, _ = in_process(monkeypatch, capsys, model, ["transcribe", clip, "--format", "srt", "-o", target, "-q"])
+    assert code == 0 and target.read_text() == ""
+
+
+# ---- broken pipes -------------------------------------------------------------------------------------
+
+SCRIPTED_SITE = '''
+import os
+if os.environ.get("QWEN_AUDIO_TEST_SCRIPTED"):  # a scripted model for the console script
+    import time
+
+    from qwen_audio import cli
+    from qwen_audio.backend import Segment, TranscriptStream
+    from qwen_audio.tokenizer import from_list_format
+
+    class Tok:
+        from_list_format = staticmethod(from_list_format)
+
+    class Slow:
+        def chat(self, tokenizer, query, history=None, **kwargs):
+            return "an answer", [(query, "an answer")]
+
+        def transcribe_stream(self, tokenizer, source, **kwargs):
+            def segments():
+                for i in range(50):
+                    yield Segment(float(i), i + 1.0, f"segment {i}")
+                    time.sleep(0.1)
+            return TranscriptStream("en", segments(), lambda: 50.0)
+
+    cli.load_model = lambda *a, **k: (Slow(), Tok())
+'''
+
+
+def scripted_script(tmp_path, *args) -> subprocess.Popen:
+    """The console script itself, with a scripted model put in place by a sitecustomize module."""
+    (tmp_path / "sitecustomize.py").write_text(SCRIPTED_SITE)
+    path = os.pathsep.join(p for p in [str(tmp_path), os.environ.get("PYTHONPATH", "")] if p)
+    environ = env(PYTHONPATH=path, QWEN_AUDIO_TEST_SCRIPTED="1")
+    environ.pop("PYTHONUNBUFFERED", None)  # stdout buffered, as users have it: the flush at exit meets the pipe
+    return subprocess.Popen(script() + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=environ)
+
+
+def test_transcribing_into_a_closed_pipe_exits_quietly(tmp_path, clip):
+    p = scripted_script(tmp_path, "transcribe", clip, "--format", "srt", "-q")
+    assert p.stdout.readline() == b"1\n"  # `| head -1`
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == cli.EXIT_BROKEN_PIPE, err  # 0 would mean that no write met the closed pipe
+    assert err == ""
+
+
+def test_asking_into_a_closed_pipe_exits_quietly(tmp_path):
+    p = scripted_script(tmp_path, "ask", "hi")
+    p.stdout.close()  # before the answer is written
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == cli.EXIT_BROKEN_PIPE, err
+    assert "loading model" not in err and not any(noise in err for noise in NOISE), err
 
 
 # ---- errors ----------------------------------------------------------------------------------------------
@@ -232,12 +589,15 @@ def test_missing_model_exits_1_naming_it(tmp_path):
     out = run("ask", "--model", missing, "hi")
     assert out.returncode == 1
     assert str(missing) in out.stderr and out.stderr.strip().splitlines()[-1].startswith("qwen-audio: error:")
+    assert "Traceback" not in out.stderr
 
 
 def test_missing_audio_exits_1_before_loading(tmp_path, capsys):
     assert cli.main(["ask", "--model", str(tmp_path), "--audio", str(tmp_path / "gone.wav"), "hi"]) == 1
     err = capsys.readouterr().err
     assert "gone.wav" in err and "loading" not in err
+    assert cli.main(["transcribe", str(tmp_path), "--model", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == f"qwen-audio: error: {tmp_path} is a folder, not an audio file\n"
 
 
 def test_missing_lite_backend_is_explained(monkeypatch, capsys):
@@ -252,6 +612,27 @@ def test_missing_lite_backend_is_explained(monkeypatch, capsys):
     assert "'lite' backend is not available" in err and "--model" in err
 
 
+def _load_fails(*a, **k):
+    raise RuntimeError("weights on fire\n  at layer 3")
+
+
+def test_an_internal_error_is_one_line(monkeypatch, capsys):
+    monkeypatch.delenv("QWEN_AUDIO_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "load_model", _load_fails)
+    assert cli.main(["ask", "hi"]) == 1
+    err = f"qwen-audio: internal error: RuntimeError: weights on fire at layer 3 {INTERNAL_HINT}\n"
+    assert capsys.readouterr() == ("", err)
+
+
+def test_qwen_audio_debug_prints_the_traceback(monkeypatch, capsys):
+    monkeypatch.setenv("QWEN_AUDIO_DEBUG", "1")
+    monkeypatch.setattr(cli, "load_model", _load_fails)
+    assert cli.main(["ask", "hi"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last)") and "_load_fails" in err
+    assert err.endswith("qwen-audio: internal error: RuntimeError: weights on fire at layer 3\n")
+
+
 def test_generation_flags_mirror_keywords():
     args = cli.build_parser().parse_args(
         ["ask", "q", "--greedy", "--max-new-tokens", "5", "--top-p", "0.8", "--top-k", "3", "--temperature", "0.7",
@@ -260,6 +641,7 @@ def test_generation_flags_mirror_keywords():
                                             "temperature": 0.7, "repetition_penalty": 1.1, "seed": 4,
                                             "max_window_size": 100}
     assert cli.generation_options(cli.build_parser().parse_args(["ask", "q"])) == {}
+    assert cli.build_parser().parse_args(["ask", "q"]).model == "lite"
 
 
 def test_interrupting_a_real_answer_leaves_the_model_ready_for_the_same_history(tiny_path):
@@ -284,6 +666,6 @@ def test_interrupting_a_real_answer_leaves_the_model_ready_for_the_same_history(
     session.handle("and now?")
     ref, rtok = fresh(tiny_path)
     q1 = rtok.from_list_format([{"audio": str(SPEECH)}, {"text": "what is this?"}])
-    r1, h1 = ref.chat(rtok, q1, **GEN_KW)
-    r2, h2 = ref.chat(rtok, "and now?", history=h1, **GEN_KW)
+    _, h1 = ref.chat(rtok, q1, **GEN_KW)
+    _, h2 = ref.chat(rtok, "and now?", history=h1, **GEN_KW)
     assert session.history == h2

@@ -316,3 +316,10 @@ def test_segments_stream_as_windows_are_transcribed(tiny):
     first = next(iter(stream))
     assert first.end <= 30.0 and stream.transcript is None  # one window done, the rest not yet read
     stream.close()
+
+
+@pytest.mark.parametrize("total", [None, 0.0, 12.0])
+def test_progress_shows_with_or_without_a_known_length(capsys, total):
+    segments = iter([Segment(0.0, 2.5, "a"), Segment(2.5, 5.0, "b")])
+    t = TranscriptStream("en", segments, lambda: 5.0, total, progress=True).collect()
+    assert t.text == "a b" and "transcribing" in capsys.readouterr().err
