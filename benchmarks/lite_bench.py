@@ -6,6 +6,8 @@ Figures printed (nothing is asserted):
   * machine: CPU count and model name;
   * load time of `load_lite()` (Whisper; the LLM loads on the first open question);
   * latency of a transcription answer for each tutorial clip and for a 10 s clip;
+  * long-form `model.transcribe`: the tutorial's English clips joined with short pauses into about two
+    minutes of speech (windows cut at pauses), its time, real-time factor and WER;
   * English WER on the tutorial's English clips and on espeak-ng sentences (when espeak-ng exists);
   * word-boundary error against known boundaries, for Whisper's cross-attention times ("raw"), the
     energy snapping alone ("energy"), and the backend's final times ("final": forced alignment with
@@ -342,6 +344,22 @@ def main() -> None:
         print(f"10.0 s clip (9 s of speech), transcription answer: median {np.median(times):.2f} s over 3 runs, "
               f"max {max(times):.2f} s")
 
+    if audio_dir.is_dir():
+        print("\n== long-form transcription (model.transcribe, windows cut at pauses) ==")
+        pause = np.zeros(int(0.5 * SAMPLE_RATE), np.float32)
+        parts, refs = [], []
+        for _ in range(8):
+            for name, ref in ENGLISH.items():
+                parts += [load_audio(str(audio_dir / name)), pause]
+                refs.append(ref)
+        x = np.concatenate(parts)
+        t = time.perf_counter()
+        transcript = model.transcribe(tok, (x, SAMPLE_RATE), language="en", timestamps=True)
+        dt = time.perf_counter() - t
+        e, m = wer(" ".join(refs), transcript.text)
+        print(f"{len(x) / SAMPLE_RATE:.1f} s of speech in {dt:.2f} s (real-time factor {dt * SAMPLE_RATE / len(x):.3f}), "
+              f"{len(transcript.segments)} segments, WER {e}/{m} ({100 * e / m:.1f}%)")
+
     if not args.no_synth and shutil.which("espeak-ng"):
         rng = np.random.default_rng(0)
         with tempfile.TemporaryDirectory() as d:
@@ -383,15 +401,19 @@ def main() -> None:
         print("\n(espeak-ng not installed: synthetic WER and boundary figures skipped; apt-get install espeak-ng)")
 
     if args.llm and audio_dir.is_dir():
-        print("\n== open question through SmolLM2 ==")
+        import torch
+
+        print(f"\n== open question through SmolLM2 (torch threads: {torch.get_num_threads()}) ==")
         q = tok.from_list_format([{"audio": str(audio_dir / "1272-128104-0000.flac")},
                                   {"text": "based on this audio, write a story"}])
-        t = time.perf_counter()
-        resp, _ = model.chat(tok, q)
-        print(f"first open question (includes LLM load): {time.perf_counter() - t:.2f} s")
-        t = time.perf_counter()
-        resp, _ = model.chat(tok, q)
-        print(f"second: {time.perf_counter() - t:.2f} s, {len(resp)} chars: {resp[:300]!r}")
+        for label in ("first open question (includes the LLM load)", "second"):
+            stream = model.chat_stream(tok, q)
+            resp = "".join(stream)
+            s = stream.stats
+            print(f"{label}: {s.total_s:.2f} s; first text {s.first_text_s:.2f} s; prompt {s.prompt_tokens} tokens, "
+                  f"{s.new_tokens} new ({s.stop_reason})")
+        llm_s = s.total_s - s.first_text_s  # the summary line comes first; the rest is the LLM
+        print(f"LLM: {s.new_tokens / llm_s:.1f} tokens/s including the prompt's prefill; {resp[:200]!r}")
 
 
 if __name__ == "__main__":

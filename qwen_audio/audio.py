@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 import threading
 import warnings
 from collections import OrderedDict
@@ -320,7 +321,16 @@ class Clip:
         else:
             told = f"longer than {CHUNK_SECONDS} s; only the first {CHUNK_SECONDS} s are used"
         warnings.warn(f"{self.name}: {told}. Use `qwen-audio transcribe` for long audio.",
-                      AudioTruncatedWarning, stacklevel=4)
+                      AudioTruncatedWarning, stacklevel=_caller_stacklevel())
+
+
+def _caller_stacklevel() -> int:
+    """The `stacklevel` that points a warning at the first frame outside this package (the user's line)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # ---- clips by identity ------------------------------------------------------------------------------------

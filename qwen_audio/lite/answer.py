@@ -1,7 +1,7 @@
 """Responses in the tutorial's style, built from what Whisper heard; no model calls happen here.
 
-Every function takes `Heard` clips (a label and a way to get the transcript for a task) and
-returns text. What the lite model cannot know (emotion, speaker, instruments, non-speech sounds)
+Every function takes `Heard` clips (a label and a way to get what Whisper heard for a task) and
+returns text; `compose` picks the one an intent asks for. What the lite model cannot know (emotion, speaker, instruments, non-speech sounds)
 it says plainly, quoting the speech when there is some.
 """
 
@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .asr import Transcript, Word, language_name
+from . import intent as I
+from .asr import Hearing, Word, language_name
 
 ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"]
 NO_SPEECH = ("I hear no speech in this audio. The lite model only recognises speech, so it can't tell "
@@ -21,11 +22,11 @@ NO_SPEECH = ("I hear no speech in this audio. The lite model only recognises spe
 
 @dataclass
 class Heard:
-    """One clip in play: `hear(task)` returns its Transcript for "transcribe" or "translate"."""
+    """One clip in play: `hear(task)` returns its Hearing for "transcribe" or "translate"."""
 
     index: int  # 0-based position among the clips in play
     count: int  # how many clips are in play
-    hear: Callable[[str], Transcript]
+    hear: Callable[[str], Hearing]
 
     @property
     def label(self) -> str:
@@ -40,11 +41,11 @@ def ts(seconds: float) -> str:
     return f"<|{seconds:.2f}|>"
 
 
-def quote(tr: Transcript) -> str:
+def quote(tr: Hearing) -> str:
     return f'"{tr.text}"'
 
 
-def speech_phrase(tr: Transcript) -> str:
+def speech_phrase(tr: Hearing) -> str:
     """'a person speaking, in a Spanish, saying, "..."' (the tutorial's wording), or no speech."""
     if not tr.has_speech:
         return "no speech (silence, music or other sounds, which the lite model does not identify)"
@@ -221,3 +222,29 @@ def llm_context(clips: Sequence[Heard]) -> str:
         else:
             lines.append(f"{name}: no speech (silence, music or other sounds).")
     return "\n".join(lines)
+
+
+NO_AUDIO = ("There is no audio in this conversation yet. Add a clip with "
+            "tokenizer.from_list_format([{'audio': path}, {'text': question}]).")
+
+
+def compose(intent: I.Intent, question: str, clips: Sequence[Heard]) -> str:
+    """The answer to every intent but OPEN (which the LLM writes)."""
+    if not clips:
+        return NO_AUDIO
+    k = intent.kind
+    if k == I.GROUND:
+        return ground(clips, intent.phrase or "")
+    if k == I.PERSON:
+        return person(clips)
+    if k == I.TRANSLATE:
+        return translate(clips, question)
+    if k == I.LANGUAGE:
+        return language(clips)
+    if k == I.EMOTION:
+        return cannot("emotions from the voice", clips)
+    if k == I.SPEAKER:
+        return cannot("who is speaking (gender or age) from the voice", clips)
+    if k == I.SOUND:
+        return sound(clips)
+    return describe(clips, "sound" if re.search(r"\bsound\b", question, re.I) else "speech")

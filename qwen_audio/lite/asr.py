@@ -1,8 +1,9 @@
 """Speech recognition and translation with Whisper base through faster-whisper (CTranslate2, int8).
 
-`WhisperASR.transcribe(samples, task)` returns a `Transcript`: language, text, and per-word
-timings already refined (see `align.py`): force-aligned for English when pocketsphinx is
-installed, else snapped to pauses in the signal's energy.
+`WhisperASR.transcribe(samples, task)` returns a `Hearing` (what Whisper heard in one clip of at
+most about 30 s): language, text, and per-word timings already refined (see `align.py`):
+force-aligned for English when pocketsphinx is installed, else snapped to pauses in the signal's
+energy. Recordings of any length are cut into such clips by `longform.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE
+from ..audio import N_SAMPLES, SAMPLE_RATE
+from ..backend import NO_SPACE_LANGUAGES
 from .align import PhoneticAligner, align_words
 from .vad import VadConfig, speech_chunks, speech_only
 
@@ -32,6 +34,7 @@ LANGUAGE_NAMES = {
 # Whisper writes Chinese in traditional characters about as often as simplified; a simplified
 # prompt steers it to the script the tutorial answers in.
 _ZH_PROMPT = "以下是普通话的句子。"
+UNBELIEVED = 0.1  # a segment none of whose words Whisper gives this probability is dropped as a hallucination
 
 
 def language_name(code: str | None) -> str:
@@ -49,8 +52,8 @@ class Word:
 
 
 @dataclass(frozen=True)
-class Transcript:
-    """What Whisper heard in one clip."""
+class Hearing:
+    """What Whisper heard in one clip (the public transcript of a recording is `backend.Transcript`)."""
 
     task: str  # "transcribe" or "translate" (text is then English)
     text: str  # the whole text, "" when there is no speech
@@ -84,7 +87,7 @@ class WhisperASR:
         """Drop the remembered encoder output (benchmarks use it to time a cold encode)."""
         self.model._memo = None
 
-    def _run(self, samples: np.ndarray, task: str, language: str | None, prompt: str | None):
+    def _run(self, samples: np.ndarray, task: str, language: str | None, prompt: str | None, greedy: bool):
         segments, info = self.model.transcribe(
             samples,
             task=task,
@@ -96,29 +99,37 @@ class WhisperASR:
             # Each segment decoded on its own: no run-away repetition carried across segments.
             condition_on_previous_text=False,
             initial_prompt=prompt,
+            # Not greedy: a segment whose text is too repetitive or unlikely is decoded again at rising
+            # temperatures (faster-whisper's schedule), which samples, so its text varies run to run.
+            **({"temperature": 0.0} if greedy else {}),
         )
         return segments, info
 
-    def transcribe(self, samples: np.ndarray, task: str = "transcribe", language: str | None = None) -> Transcript:
-        """Recognise (task="transcribe") or translate to English (task="translate") float32 [n] 16 kHz audio."""
+    def transcribe(self, samples: np.ndarray, task: str = "transcribe", language: str | None = None, *,
+                   greedy: bool = False) -> Hearing:
+        """Recognise (task="transcribe") or translate to English (task="translate") float32 [n] 16 kHz
+        audio of at most about 30 s (longer speech is decoded, but the language is told by its first 30 s).
+        `language` None: detected on the speech. `greedy`: temperature 0 only, never the fallback."""
         samples = np.ascontiguousarray(samples, dtype=np.float32)  # silero's ONNX graph takes float32 only
         duration = len(samples) / SAMPLE_RATE
         chunks = speech_chunks(samples, self.vad)
         regions = tuple((c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in chunks)
         if not regions:
-            return Transcript(task, "", None, 0.0, regions=(), duration=duration)
+            return Hearing(task, "", None, 0.0, regions=(), duration=duration)
         if language is None:
             language, language_prob = self.detect_language(samples, chunks)
         else:
             language_prob = 1.0
         prompt = _ZH_PROMPT if language == "zh" and task == "transcribe" else None
-        segments, info = self._run(samples, task, language, prompt)
+        segments, _ = self._run(samples, task, language, prompt, greedy)
         raw = []
         texts = []
         groups = []
         for seg in segments:
             if seg.no_speech_prob > 0.6 and seg.avg_logprob < -1.0:
                 continue  # Whisper's own "this was not speech" rule, kept for segments VAD let through
+            if seg.words and max(w.probability for w in seg.words) < UNBELIEVED:
+                continue  # a lone "you" written into a pause (word probability 0.03, no-speech 0.59)
             texts.append(seg.text.strip())
             for w in seg.words or ():
                 word = w.word.strip()
@@ -130,8 +141,8 @@ class WhisperASR:
         # translations (whose words were not spoken) get the energy refinement only.
         aligner = self.phonetic_aligner() if language == "en" and task == "transcribe" and raw else None
         words = align_words(samples, raw, groups, aligner)
-        return Transcript(task, text, language, float(language_prob), tuple(words), regions, duration, tuple(raw),
-                          tuple(groups))
+        return Hearing(task, text, language, float(language_prob), tuple(words), regions, duration, tuple(raw),
+                       tuple(groups))
 
     def phonetic_aligner(self):
         """The English forced aligner (pocketsphinx), made on first use; None when not installed."""
@@ -140,12 +151,13 @@ class WhisperASR:
         return self._aligner
 
     def detect_language(self, samples: np.ndarray, chunks: list[dict]) -> tuple[str, float]:
-        """(ISO code, probability) from the first 30 s of speech.
+        """(ISO code, probability) from the first 30 s of speech: no more is joined or featurised.
 
-        The last mel frame is dropped because `generate_segments` drops it too: the encoder input
-        is then byte-identical, and the decoding pass reuses this encoder output (see the memo).
+        The last mel frame is dropped because `generate_segments` drops it too: for speech of up to
+        30 s the encoder input is then byte-identical, and the decoding pass reuses this encoder
+        output (see the memo).
         """
-        features = self.model.feature_extractor(speech_only(samples, chunks))
+        features = self.model.feature_extractor(speech_only(samples, chunks, N_SAMPLES))
         language, prob, _ = self.model.detect_language(features=features[..., :-1])
         return language, float(prob)
 
@@ -165,8 +177,9 @@ def _memo_model_class():
 
         def encode(self, features):
             key = hashlib.blake2b(np.ascontiguousarray(features).tobytes(), digest_size=16).digest()
-            if self._memo is not None and self._memo[0] == key:
-                return self._memo[1]
+            memo = self._memo  # read once: another thread may replace it
+            if memo is not None and memo[0] == key:
+                return memo[1]
             out = super().encode(features)
             self._memo = (key, out)
             return out
@@ -175,5 +188,5 @@ def _memo_model_class():
 
 
 def _join(texts: list[str], language: str | None) -> str:
-    sep = "" if language in ("zh", "ja", "yue") else " "
+    sep = "" if language in NO_SPACE_LANGUAGES else " "
     return sep.join(t for t in texts if t).strip()

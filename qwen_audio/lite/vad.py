@@ -45,8 +45,18 @@ def speech_regions(samples: np.ndarray, config: VadConfig = VadConfig()) -> list
     return [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in speech_chunks(samples, config)]
 
 
-def speech_only(samples: np.ndarray, chunks: list[dict]) -> np.ndarray:
-    """The speech chunks joined end to end, as faster-whisper's `vad_filter` feeds them to Whisper."""
+def speech_only(samples: np.ndarray, chunks: list[dict], max_samples: int | None = None) -> np.ndarray:
+    """The speech chunks joined end to end, as faster-whisper's `vad_filter` feeds them to Whisper;
+    only the first `max_samples` of speech when given (the chunks after those are not joined)."""
     from faster_whisper.vad import collect_chunks
 
-    return np.concatenate(collect_chunks(np.asarray(samples, dtype=np.float32), chunks)[0])
+    if max_samples is not None:
+        kept, total = [], 0
+        for c in chunks:
+            if total >= max_samples:
+                break
+            kept.append(c)
+            total += c["end"] - c["start"]
+        chunks = kept
+    speech = np.concatenate(collect_chunks(np.asarray(samples, dtype=np.float32), chunks)[0])
+    return speech if max_samples is None else speech[:max_samples]
