@@ -18,7 +18,6 @@ import warnings
 from pathlib import Path
 
 import torch
-
 from common import AUDIO, TINY, machine, random_checkpoint
 
 import qwen_audio

@@ -16,6 +16,17 @@ TINY = SHARED / "fixtures" / "qwen-audio-tiny"
 AUDIO = SHARED / "audio"
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory (VmHWM), GiB. Not ru_maxrss: Linux carries that over exec from
+    the parent, so a benchmark run after a memory-hungry build would report the build's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def machine() -> str:
     cpu = platform.processor() or "unknown cpu"
     try:

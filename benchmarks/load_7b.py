@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -19,8 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-
-from common import TINY, machine
+from common import TINY, machine, peak_rss_gib
 
 from qwen_audio.config import PRESETS
 from qwen_audio.llm import QwenAudioLM
@@ -58,7 +56,7 @@ def measure(folder: str, new_tokens: int) -> None:
     t = time.perf_counter()
     model, tok = qwen_audio.load(folder, dtype=torch.bfloat16, device="cpu")
     load_s = time.perf_counter() - t
-    peak_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak_load = peak_rss_gib()
     n_params = sum(p.numel() for p in model.parameters())
     stream = model.chat_stream(tok, "Hello, who are you?", None, do_sample=False, max_new_tokens=new_tokens)
     t = time.perf_counter()
@@ -67,7 +65,7 @@ def measure(folder: str, new_tokens: int) -> None:
     first_s = time.perf_counter() - t
     rest = "".join(it)
     total_s = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = peak_rss_gib()
     print(json.dumps({"params_b": n_params / 1e9, "weights_gb": n_params * 2 / 1e9, "load_s": load_s,
                       "peak_rss_after_load_gb": peak_load, "peak_rss_gb": peak, "prompt_tokens": stream.stats.prompt_tokens,
                       "first_piece_s": first_s, "new_tokens": stream.stats.new_tokens, "answer_s": total_s,

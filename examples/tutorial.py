@@ -10,6 +10,7 @@ import os
 import sys
 
 import torch
+
 from qwen_audio import AutoModelForCausalLM, AutoTokenizer, GenerationConfig  # was: from transformers ...
 
 MODEL = sys.argv[1] if len(sys.argv) > 1 else "Qwen/Qwen-Audio-Chat"
@@ -62,7 +63,8 @@ print(response)
 query = tokenizer.from_list_format([{'audio': audio('music.wav')}, {'text': 'what is the instrument'}])
 response, history = model.chat(tokenizer, query=query, history=None)
 print(response)
-response, history = model.chat(tokenizer, query="Describe the music in detail and give me some recommendations for similar music.", history=history)
+query = "Describe the music in detail and give me some recommendations for similar music."
+response, history = model.chat(tokenizer, query=query, history=history)
 print(response)
 
 # Several clips in one question

@@ -12,7 +12,7 @@ import torch
 from .backend import Backend
 from .config import ModelConfig
 from .engine import Engine, EngineConfig
-from .errors import DeviceError, PromptError, TokenizerError
+from .errors import DeviceError, ModelNotFoundError, PromptError, TokenizerError
 from .hub import resolve_checkpoint
 from .llm import QwenAudioLM
 from .options import IGNORED_LOAD_KWARGS, GenerationConfig
@@ -100,7 +100,14 @@ def _builtin(name, **kwargs) -> tuple | None:
     if target is None:
         return None
     module, function = target.split(":")
-    return getattr(importlib.import_module(module), function)(**kwargs)
+    try:
+        load_backend = getattr(importlib.import_module(module), function)
+        return load_backend(**kwargs)
+    except ImportError as e:  # its optional dependencies are not installed
+        raise ModelNotFoundError(
+            f"the built-in {os.fspath(name)!r} backend is not available in this installation ({e}): "
+            f"pip install 'qwen-audio[{os.fspath(name)}]', or give a checkpoint folder or a hub id such as "
+            f"{DEFAULT_MODEL}") from e
 
 
 def _pick_dtype(dtype, kwargs: dict, folder) -> torch.dtype:

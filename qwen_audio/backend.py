@@ -194,8 +194,8 @@ def _progress_bar(total: float | None, enabled: bool):
     from tqdm import tqdm
 
     if total:
-        return tqdm(total=round(total, 2), unit="s", disable=not enabled, file=sys.stderr, leave=False,
-                    desc="transcribing", bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
+        return tqdm(total=round(total, 2), unit="s", disable=not enabled, file=sys.stderr, leave=False, desc="transcribing",
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
     # A container that states no length: how far it has got, without a percentage.
     return tqdm(total=None, unit="s", disable=not enabled, file=sys.stderr, leave=False, desc="transcribing",
                 bar_format="{desc}: {n:.1f} s [{elapsed}]")

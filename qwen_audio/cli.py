@@ -44,21 +44,13 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a program that SIGPI
 
 
 def load_model(name: str, dtype: str | None = None, device: str | None = None, quiet: bool = False):
-    """(model, tokenizer) for `name`, with a line on stderr while it loads (the lite backend imported lazily)."""
+    """(model, tokenizer) for `name`, with a line on stderr while it loads."""
     import qwen_audio
 
     if not quiet:
         print(f"{PROG}: loading model {name} ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    try:
-        loaded = qwen_audio.load(name, dtype=dtype, device=device)
-    except ImportError as e:
-        if str(name) != "lite":
-            raise
-        raise QwenAudioError(
-            f"the embedded 'lite' backend is not available in this installation ({e}); "
-            "pass --model with a checkpoint folder or a hub id such as Qwen/Qwen-Audio-Chat"
-        ) from e
+    loaded = qwen_audio.load(name, dtype=dtype, device=device)
     if not quiet:
         print(f"{PROG}: model loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     return loaded
@@ -488,7 +480,8 @@ def _common(p: argparse.ArgumentParser, chat: bool = True) -> None:
     from .tokenizer import DEFAULT_SYSTEM
 
     p.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder, hub id, or 'lite' (default: %(default)s)")
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="weights dtype (default: the checkpoint's)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights dtype (default: the checkpoint's)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     if chat:
         p.add_argument("--system", default=DEFAULT_SYSTEM, help="system message (default: %(default)r)")
@@ -497,7 +490,8 @@ def _common(p: argparse.ArgumentParser, chat: bool = True) -> None:
     g = p.add_argument_group("generation")
     g.add_argument("--max-new-tokens", type=int, help="new tokens at most")
     sampling = g.add_mutually_exclusive_group()
-    sampling.add_argument("--greedy", dest="do_sample", action="store_false", default=None, help="greedy decoding (do_sample=False)")
+    sampling.add_argument("--greedy", dest="do_sample", action="store_false", default=None,
+                          help="greedy decoding (do_sample=False)")
     sampling.add_argument("--sample", dest="do_sample", action="store_true", default=None, help="sample (do_sample=True)")
     g.add_argument("--top-p", type=float, help="nucleus sampling mass")
     g.add_argument("--top-k", type=int, help="sample among the k likeliest tokens (0: off)")

@@ -15,7 +15,8 @@ from .llm import KVCache, QwenAudioLM
 from .options import GenerationConfig
 
 
-def next_token(logits: torch.Tensor, seen: torch.Tensor, cfg: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+def next_token(logits: torch.Tensor, seen: torch.Tensor, cfg: GenerationConfig,
+               generator: torch.Generator | None) -> torch.Tensor:
     """Choose the next token of every row. logits: [B, V] float32; seen: [B, L] ids so far. Returns [B].
 
     Follows transformers' order: repetition penalty, then temperature, top-k, top-p, then sampling.

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioSource, load_audio, save_wav
+from .audio import SAMPLE_RATE, AudioSource, load_clip, save_wav
 from .errors import QwenAudioError
 from .tokenizer import MAX_TIMESTAMP_CS
 
@@ -159,9 +159,10 @@ def cut(
 ) -> np.ndarray:
     """Samples [start - pad, end + pad) seconds of `source`, clamped to the clip, as float32 (n,) at 16 kHz.
 
-    `source` is anything `load_audio` takes. Give a Span, or start and end in seconds. With `out_path`,
-    also write them as a 16-bit PCM mono 16 kHz WAV. Raises GroundingError for an empty or reversed span
-    or one wholly outside the clip, and the audio errors of `load_audio`.
+    `source` is anything `load_audio` takes; it is decoded only as far as the span's end. Give a Span,
+    or start and end in seconds. With `out_path`, also write them as a 16-bit PCM mono 16 kHz WAV.
+    Raises GroundingError for an empty or reversed span or one wholly outside the clip, and the audio
+    errors of `load_audio`.
     """
     if isinstance(span_or_start, Span):
         if end is not None:
@@ -174,9 +175,9 @@ def cut(
     name = f"span {float(start):.2f}-{float(end):.2f} s"
     if not end > start:
         raise GroundingError(f"{name} is empty or ends before it starts")
-    samples = load_audio(source)
-    duration = len(samples) / SAMPLE_RATE
     start, end = float(start) - pad, float(end) + pad
+    clip = load_clip(source, max_samples=max(1, round(end * SAMPLE_RATE)))  # decoded only as far as the span
+    samples, duration = clip.samples, clip.duration
     a, b = max(0, round(start * SAMPLE_RATE)), min(len(samples), round(end * SAMPLE_RATE))
     if a >= b:
         where = "lies outside" if end <= 0 or start >= duration else "selects no samples of"

@@ -84,7 +84,8 @@ def check_checkpoint(folder: Path, model: nn.Module) -> tuple[str, dict[str, str
     unexpected = sorted(set(found) - set(expected))
     if unexpected:
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
-        raise CheckpointError(f"{folder}: unexpected weight {unexpected[0]!r} in the checkpoint{more}; is this a Qwen-Audio checkpoint?")
+        raise CheckpointError(f"{folder}: unexpected weight {unexpected[0]!r} in the checkpoint{more}; "
+                              "is this a Qwen-Audio checkpoint?")
     for key, shape in expected.items():
         if found[key] != shape:
             raise CheckpointError(

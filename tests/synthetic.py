@@ -55,7 +55,8 @@ def write_checkpoint(folder: Path, cfg: ModelConfig | None = None, *, n_shards: 
     save_checkpoint(random_state(QwenAudioLM(cfg), seed), folder, n_shards=n_shards)
     (folder / "config.json").write_text(json.dumps(cfg.to_dict()))
     (folder / "generation_config.json").write_text(json.dumps(
-        {"chat_format": "chatml", "eos_token_id": len(ranks or synthetic_ranks()), "pad_token_id": len(ranks or synthetic_ranks()),
+        {"chat_format": "chatml", "eos_token_id": len(ranks or synthetic_ranks()),
+         "pad_token_id": len(ranks or synthetic_ranks()),
          "max_window_size": 6144, "max_new_tokens": 512, "do_sample": True, "top_k": 0, "top_p": 0.5}))
     ranks = ranks or synthetic_ranks()
     (folder / "qwen.tiktoken").write_text("".join(f"{base64.b64encode(t).decode()} {r}\n" for t, r in ranks.items()))

@@ -10,7 +10,6 @@ import torch
 import qwen_audio
 from qwen_audio.audio import SAMPLE_RATE, save_wav
 from qwen_audio.errors import AudioNotFoundError, PromptError
-
 from qwen_audio.llm import ntk_alpha
 from qwen_audio.messages import tutorial_conversation
 from qwen_audio.tokenizer import DEFAULT_SYSTEM, chat_prompt

@@ -5,10 +5,10 @@ import wave
 import numpy as np
 import pytest
 
-from .conftest import AUDIO
-
 from qwen_audio.errors import AudioNotFoundError, QwenAudioError
 from qwen_audio.grounding import GroundingError, GroundingResult, Span, cut, offset, parse_spans, render_seconds
+
+from .conftest import AUDIO
 
 SR = 16000
 MIDDLE = 'The word "middle classes" starts at <|2.33|> seconds and ends at <|3.26|> seconds.'

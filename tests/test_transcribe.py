@@ -28,7 +28,6 @@ from qwen_audio.transcribe import (
 from .conftest import AUDIO, TINY
 from .conftest import SHARED as FIXTURES
 
-
 # ---- a scripted model: known words at known times -----------------------------------------------------
 
 

@@ -19,7 +19,8 @@ import pytest
 from .conftest import AUDIO, SHARED, TINY, need_shared
 
 EDITS = [
-    ("from transformers import AutoModelForCausalLM, AutoTokenizer", "from qwen_audio import AutoModelForCausalLM, AutoTokenizer"),
+    ("from transformers import AutoModelForCausalLM, AutoTokenizer",
+     "from qwen_audio import AutoModelForCausalLM, AutoTokenizer"),
     ("from transformers.generation import GenerationConfig", "from qwen_audio import GenerationConfig"),
     ('device_map="cuda"', 'device_map="cpu"'),
     ("history=histroy", "history=history"),
@@ -87,7 +88,8 @@ def test_the_example_script_runs(tmp_path):
     need_shared()
     from .conftest import REPO
 
-    out = run(f"import runpy, sys; sys.argv = ['tutorial.py', {str(hub_cache(tmp_path) / 'hub' / 'models--Qwen--Qwen-Audio-Chat' / 'snapshots' / ('0' * 40))!r}, {str(AUDIO)!r}]; "
+    snapshot = hub_cache(tmp_path) / "hub" / "models--Qwen--Qwen-Audio-Chat" / "snapshots" / ("0" * 40)
+    out = run(f"import runpy, sys; sys.argv = ['tutorial.py', {str(snapshot)!r}, {str(AUDIO)!r}]; "
               f"runpy.run_path({str(REPO / 'examples' / 'tutorial.py')!r}, run_name='__main__')", tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("\n") >= 13

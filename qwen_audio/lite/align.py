@@ -254,7 +254,7 @@ def _windows(samples: np.ndarray, words: Sequence, groups: Sequence[tuple[int, i
     runs = [(a / 100, b / 100) for a, b in pauses(voiced_mask(frame_db(samples)), 15)]
     spans = [(i, j) for i, j in groups if j > i]
     out, first, lo = [], spans[0][0], max(0.0, words[spans[0][0]].start - pad_s)
-    for (i, j), (k, _) in zip(spans, spans[1:]):
+    for (_, j), (k, _) in zip(spans, spans[1:]):
         left, right = min(words[j - 1].end, words[k].start), max(words[j - 1].end, words[k].start)
         gap = [(a, b) for a, b in runs if a < right + 0.3 and b > left - 0.3]
         cut = None

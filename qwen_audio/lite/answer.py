@@ -1,7 +1,8 @@
 """Responses in the tutorial's style, built from what Whisper heard; no model calls happen here.
 
 Every function takes `Heard` clips (a label and a way to get what Whisper heard for a task) and
-returns text; `compose` picks the one an intent asks for. What the lite model cannot know (emotion, speaker, instruments, non-speech sounds)
+returns text; `compose` picks the one an intent asks for. What the lite model cannot know (emotion,
+speaker, instruments, non-speech sounds)
 it says plainly, quoting the speech when there is some.
 """
 
@@ -108,7 +109,8 @@ def language(clips: Sequence[Heard]) -> str:
     return _sentence(", and ".join(f"{label} is {lang}" for label, lang in parts)) + "."
 
 
-_TARGET = re.compile(r"\b(?:into|to)\s+(chinese|mandarin|spanish|french|german|japanese|korean|italian|russian|portuguese|arabic)\b", re.I)
+_TARGET = re.compile(r"\b(?:into|to)\s+(chinese|mandarin|spanish|french|german|japanese|korean|italian|russian"
+                     r"|portuguese|arabic)\b", re.I)
 
 
 def translate(clips: Sequence[Heard], question: str) -> str:

@@ -27,7 +27,8 @@ _PATTERNS = [
     (OPEN, r"\bstory\b|\bsuggest|\badvi[cs]e\b|\bwhat should\b|\brecommend|\bpoem\b|\bsummari[sz]e\b|\bexplain\b"),
     (PERSON, r"\bperson(?:'s)? name\b|\bname of (?:the|a|any) person\b|\bwho is (?:mentioned|named)\b|\bwhat name\b"),
     (TRANSLATE, r"\btranslat"),
-    (LANGUAGE, r"\b(?:what|which) (?:language|languages|dialect)\b|\blanguage (?:is|was) (?:it|this|spoken|used)\b|\bidentify the language\b"),
+    (LANGUAGE, r"\b(?:what|which) (?:language|languages|dialect)\b|\blanguage (?:is|was) (?:it|this|spoken|used)\b"
+               r"|\bidentify the language\b"),
     (EMOTION, r"\bemotion|\bmood\b|\bfeel(?:ing|s)?\b|\bhappy\b|\bsad\b|\bangry\b|\btone of voice\b|\bsentiment\b"),
     (SPEAKER, r"\bgender\b|\bhow old\b|\bage of\b|\bmale or female\b|\bman or (?:a )?woman\b|\bwho is speaking\b|\bspeaker\b"),
     (SOUND, r"\binstrument|\bgenre\b|\bmusic\b|\bwhat (?:kind of )?sound (?:effect|event)"),
