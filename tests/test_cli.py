@@ -242,16 +242,19 @@ def test_ctrl_c_during_an_answer_returns_to_the_prompt_with_history_unchanged(mo
     assert out.out == "first answer\nhalf\nthird answer\n"
 
 
+class InterruptOnce(io.StringIO):
+    """An output whose first write is interrupted, as by Ctrl-C in the middle of an answer."""
+
+    armed = True
+
+    def write(self, s):
+        if s and self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        return super().write(s)
+
+
 def test_ctrl_c_while_writing_closes_the_stream_at_once():
-    class InterruptOnce(io.StringIO):
-        armed = True
-
-        def write(self, s):
-            if s and self.armed:
-                self.armed = False
-                raise KeyboardInterrupt
-            return super().write(s)
-
     model = Scripted(["first answer", "second answer"])
     session = cli.ChatSession(model, Tok(), cli.build_parser().parse_args(["chat"]), out=InterruptOnce(),
                               err=io.StringIO())
@@ -643,15 +646,6 @@ def test_generation_flags_mirror_keywords():
 
 
 def test_interrupting_a_real_answer_leaves_the_model_ready_for_the_same_history(tiny_path):
-    class InterruptOnce(io.StringIO):
-        armed = True
-
-        def write(self, s):
-            if s and self.armed:
-                self.armed = False
-                raise KeyboardInterrupt
-            return super().write(s)
-
     model, tok = fresh(tiny_path)
     args = cli.build_parser().parse_args(["chat", *GEN])
     out = InterruptOnce()

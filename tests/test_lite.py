@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -306,29 +305,6 @@ def test_open_answer_stops_at_max_new_tokens(llm):
     stream = model.chat_stream(tok, "Write a long story about a dog.", max_new_tokens=5)
     "".join(stream)
     assert stream.stats.new_tokens == 5 and stream.stats.stop_reason == "length"
-
-
-def test_open_streams_read_in_turns_in_one_thread(llm):
-    """Two open answers advanced alternately in one thread finish, each as its chat answer (greedy)."""
-    model, tok = llm
-    qa = tok.from_list_format([{"audio": clip("1272-128104-0000.flac")}, {"text": "Write a short story about this."}])
-    qb = "Suggest a name for a cat."
-    alone = [model.chat(tok, q, max_new_tokens=12)[0] for q in (qa, qb)]
-    done = {}
-
-    def interleave():
-        a, b = model.chat_stream(tok, qa, max_new_tokens=12), model.chat_stream(tok, qb, max_new_tokens=12)
-        ia, ib = iter(a), iter(b)
-        for _ in range(6):
-            next(ia, None), next(ib, None)
-        list(ia), list(ib)
-        done["responses"] = [a.response, b.response]
-
-    worker = threading.Thread(target=interleave, daemon=True)
-    worker.start()
-    worker.join(120)
-    assert not worker.is_alive(), "two open-answer streams read in turns never finished (a deadlock)"
-    assert done["responses"] == alone
 
 
 def test_open_answer_leaves_torch_threads_alone(llm):
