@@ -38,8 +38,70 @@ class TurnStats:
     total_s: float | None = None  # seconds from the call to the end of the answer
 
 
-# An answer in progress: text pieces, then its TurnStats as the generator's return value.
+# An answer in progress: text pieces, then its TurnStats as the generator's return value. A backend's
+# generator also ends early, returning its TurnStats, when StopAnswer is thrown in at a piece.
 Pieces = Generator[str, None, TurnStats]
+
+
+class StopAnswer(Exception):
+    """Thrown into an answer's generator to end it at once (a stop string was written): the generator
+    hands back what it holds and returns its TurnStats with stop_reason "stop"."""
+
+
+class StopMatcher:
+    """Cut streamed text before the first of the `stop` strings: `push(piece)` returns what may be shown
+    now, holding back a tail that could begin a stop string; `stopped` says one was found."""
+
+    def __init__(self, stop: Sequence[str]):
+        self.stop, self.held, self.stopped = tuple(stop), "", False
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+
+    def push(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        text = self.held + piece
+        found = [i for i in (text.find(s) for s in self.stop) if i >= 0]
+        if found:
+            self.stopped, self.held = True, ""
+            return text[:min(found)]
+        keep = max(0, len(text) - self.hold)
+        self.held = text[keep:]
+        return text[:keep]
+
+    def flush(self) -> str:
+        out, self.held = self.held, ""
+        return out
+
+
+def stop_at(pieces: Pieces, stop: Sequence[str]) -> Pieces:
+    """`pieces` ended before the first stop string; the answer is ended (StopAnswer) as soon as it is seen."""
+    matcher = StopMatcher(stop)
+    try:
+        while True:
+            try:
+                piece = next(pieces)
+            except StopIteration as done:
+                tail = matcher.flush()
+                if tail:
+                    yield tail
+                return done.value
+            shown = matcher.push(piece)
+            if shown:
+                yield shown
+            if matcher.stopped:
+                try:
+                    pieces.throw(StopAnswer())
+                except StopIteration as done:
+                    return replace(done.value, stop_reason="stop")
+                raise RuntimeError("an answer's generator went on after StopAnswer")
+    finally:
+        pieces.close()
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` up to the first of the stop strings."""
+    found = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[:min(found)] if found else text
 
 
 class ChatStream:
@@ -275,7 +337,8 @@ class Backend(ABC):
         history = copy_history(history)
         conversation = tutorial_conversation(query, history, system)
         pieces = self._answer(tokenizer if tokenizer is not None else self.default_tokenizer(), conversation, cfg)
-        return ChatStream(pieces, lambda response: history + [(query, response)], started)
+        return ChatStream(stop_at(pieces, cfg.stop) if cfg.stop else pieces,
+                          lambda response: history + [(query, response)], started)
 
     def chat_batch(self, tokenizer, queries: Sequence[str], histories: Sequence | None = None,
                    system: str = DEFAULT_SYSTEM, generation_config: GenerationConfig | None = None,
@@ -290,7 +353,7 @@ class Backend(ABC):
         if not conversations:
             return []
         tokenizer = tokenizer if tokenizer is not None else self.default_tokenizer()
-        responses = self._answer_batch(tokenizer, conversations, cfg)
+        responses = [cut_at_stop(r, cfg.stop) for r in self._answer_batch(tokenizer, conversations, cfg)]
         return [(r, h + [(q, r)]) for q, h, r in zip(queries, histories, responses)]
 
     # -- structured messages ---------------------------------------------------------------------------
@@ -308,7 +371,8 @@ class Backend(ABC):
                 raise PromptError(f"audio {clip.label!r} is a URL: structured messages take paths, bytes or "
                                   "arrays; fetching is the caller's decision")
         pieces = self._answer(self.default_tokenizer(), conversation, cfg)
-        return ChatStream(pieces, lambda response: messages + [Message("assistant", response)], started)
+        return ChatStream(stop_at(pieces, cfg.stop) if cfg.stop else pieces,
+                          lambda response: messages + [Message("assistant", response)], started)
 
     # -- transcription ---------------------------------------------------------------------------------
 

@@ -472,6 +472,40 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- serve ------------------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The OpenAI-compatible API and the web page, until Ctrl-C or SIGTERM (in-flight requests finish first)."""
+    import logging
+
+    try:
+        import uvicorn
+
+        from .server import ServerConfig, create_app
+    except ImportError as e:
+        raise QwenAudioError(f"serving needs the server extras: pip install 'qwen-audio[server]' ({e})") from None
+    api_key = args.api_key or os.environ.get("QWEN_AUDIO_API_KEY") or None
+    loopback = args.host in ("127.0.0.1", "localhost", "::1")
+    name = args.served_model_name or (os.path.basename(os.path.normpath(args.model)) if os.path.isdir(args.model)
+                                      else args.model)
+    config = ServerConfig(model_name=name, api_key=api_key, allow_urls=args.allow_urls,
+                          max_body_bytes=int(args.max_body_mb * (1 << 20)), max_audio_seconds=args.max_audio_seconds,
+                          timeout_s=args.timeout, max_active=args.max_active, max_queue=args.max_queue)
+    model, _ = load_model(args.model, args.dtype, args.device, args.quiet)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    if not loopback and api_key is None:
+        print(f"{PROG}: warning: serving on {args.host} with no API key: anyone who can reach it can use it",
+              file=sys.stderr)
+    if not args.quiet:
+        print(f"{PROG}: serving {name} on http://{args.host}:{args.port} (web page at /, API at /v1)",
+              file=sys.stderr, flush=True)
+    uvicorn.run(create_app(model, config), host=args.host, port=args.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=int(args.timeout))
+    return 0
+
+
 # ---- arguments ------------------------------------------------------------------------------------------
 
 
@@ -532,6 +566,27 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-o", "--output", metavar="OUT", help="write to OUT instead of stdout")
     _common(tr, chat=False)
     tr.set_defaults(run=cmd_transcribe)
+
+    serve = sub.add_parser("serve", help="serve the OpenAI-compatible API and a web page",
+                           description="Serve /v1/chat/completions, /v1/audio/transcriptions, /v1/audio/translations, "
+                                       "/v1/models, /health and a web page at /.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", help="require `Authorization: Bearer KEY` (default: $QWEN_AUDIO_API_KEY, else none)")
+    serve.add_argument("--served-model-name", help="the model's name in the API (default: --model, or its folder's name)")
+    serve.add_argument("--allow-urls", action="store_true", help="fetch audio_url parts (public http(s) addresses only)")
+    serve.add_argument("--max-body-mb", type=float, default=25.0, help="larger request bodies get 413 (default: 25)")
+    serve.add_argument("--max-audio-seconds", type=float, default=3600.0,
+                       help="longer audio to transcribe gets 400 (default: 3600)")
+    serve.add_argument("--timeout", type=float, default=600.0, help="seconds a request may run (default: 600)")
+    serve.add_argument("--max-active", type=int, default=4, help="answers written at once, in turns (default: 4)")
+    serve.add_argument("--max-queue", type=int, default=32, help="waiting requests beyond this get 429 (default: 32)")
+    serve.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder, hub id, or 'lite' (default: %(default)s)")
+    serve.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                       help="weights dtype (default: the checkpoint's)")
+    serve.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    serve.add_argument("-q", "--quiet", action="store_true", help="no loading messages or request lines")
+    serve.set_defaults(run=cmd_serve)
     return parser
 
 

@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .audio import ClipStore, source_key
-from .backend import Pieces, TurnStats
+from .backend import Pieces, StopAnswer, TurnStats
 from .errors import PromptError
 from .generate import Utf8Stream, generate
 from .llm import KVCache, QwenAudioLM, ntk_alpha
@@ -279,19 +279,22 @@ class Engine:
                 spaces += piece
 
         try:
-            for t in tokens:
-                n += 1
-                if t in stop:
-                    reason = "stop"
-                    break
-                if pending is not None:
+            try:
+                for t in tokens:
+                    n += 1
+                    if t in stop:
+                        reason = "stop"
+                        break
+                    if pending is not None:
+                        yield from emit(utf8.push(tokenizer.decode_bytes([pending])))
+                    pending = t
+                if reason == "stop" and pending is not None:
                     yield from emit(utf8.push(tokenizer.decode_bytes([pending])))
-                pending = t
-            if reason == "stop" and pending is not None:
-                yield from emit(utf8.push(tokenizer.decode_bytes([pending])))
-        finally:
-            tokens.close()  # hand the prefix back now, not when the generator is collected
-        yield from emit(utf8.flush())
+            finally:
+                tokens.close()  # hand the prefix back now, not when the generator is collected
+            yield from emit(utf8.flush())
+        except StopAnswer:  # a stop string was written: the answer ends here
+            reason = "stop"
         return TurnStats(len(p.ids), p.reused, n, reason)
 
     def _tokens(self, p: Prepared, cfg: GenerationConfig, stop: set[int]) -> Iterator[int]:

@@ -171,10 +171,14 @@ class QwenAudioLM(nn.Module):
         """Names of the parameters holding NaN or infinite values (a damaged checkpoint)."""
         return [name for name, p in self.named_parameters() if not bool(torch.isfinite(p).all())]
 
-    def embed(self, tokens: torch.Tensor, audio: list[torch.Tensor] = ()) -> torch.Tensor:
-        """tokens: [B, S] -> [B, S, dim]; each `<audio>`..`</audio>` span (row-major order) takes the next
-        clip's [span, dim] features in place of its word embeddings."""
+    def embed(self, tokens: torch.Tensor, audio: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """tokens: [B, S] -> [B, S, dim]. With `audio` (a prompt's first pass), each `<audio>`..`</audio>`
+        span (row-major order) takes the next clip's [span, dim] features in place of its word embeddings;
+        without (decode steps), every token is a word, as in the published code, even an `<audio>` the
+        model wrote itself."""
         x = self.transformer.wte(tokens)
+        if audio is None:
+            return x
         start_id = self.config.audio.audio_start_id
         starts = (tokens == start_id).nonzero().tolist()
         ends = (tokens == start_id + 1).nonzero().tolist()
@@ -213,13 +217,14 @@ class QwenAudioLM(nn.Module):
         start: int = 0,
         cache: KVCache | None = None,
         *,
-        audio: list[torch.Tensor] = (),
+        audio: list[torch.Tensor] | None = None,
         pad: torch.Tensor | None = None,
         alpha: list[float] | None = None,
         last_only: bool = False,
     ) -> torch.Tensor:
         """tokens: [B, S] at batch columns [start, start + S). Returns logits [B, S or 1, vocab] (float32).
 
+        audio: the clips' features for a prompt's `<audio>` spans (None: no injection, as in decode steps);
         pad: [B] left-padding columns per row (default none); alpha: each row's NTK alpha (default 1).
         Without a cache, `start` must be 0 and the call sees only `tokens`.
         """
@@ -236,7 +241,7 @@ class QwenAudioLM(nn.Module):
         mask = mask[:, None]  # [B, 1, S, K]
         rope = self.rope(positions, alpha)
         logn = self.logn(positions)
-        x = self.embed(tokens, list(audio))
+        x = self.embed(tokens, None if audio is None else list(audio))
         for i, block in enumerate(self.transformer.h):
             x = block(x, rope, logn, mask, cache, i, start)
         if last_only:

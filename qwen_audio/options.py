@@ -21,6 +21,7 @@ PRESETS: dict[str, dict] = {
     "lite": dict(max_new_tokens=256, do_sample=False, temperature=0.7, top_p=0.9, repetition_penalty=1.2, seed=1234),
 }
 # Keyword arguments of transformers' `from_pretrained` that mean nothing here and are accepted silently.
+MAX_STOP_STRINGS = 16
 IGNORED_LOAD_KWARGS = frozenset({"trust_remote_code", "revision", "cache_dir", "local_files_only", "token"})
 
 
@@ -43,6 +44,7 @@ class GenerationConfig:
     eos_token_id: int = 151643  # <|endoftext|> in the real vocabulary
     pad_token_id: int = 151643  # fed to rows of a batch that have finished
     max_window_size: int = 6144  # oldest history turns are dropped to fit this many prompt tokens
+    stop: tuple[str, ...] = ()  # the answer ends before the first of these strings (not included)
 
     def __post_init__(self):
         for f in fields(self):
@@ -63,6 +65,8 @@ class GenerationConfig:
             raise OptionError(f"max_window_size must be >= 1, got {self.max_window_size}")
         if self.eos_token_id < 0 or self.pad_token_id < 0:
             raise OptionError("eos_token_id and pad_token_id must be >= 0")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise OptionError(f"stop takes at most {MAX_STOP_STRINGS} strings, got {len(self.stop)}")
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "options") -> "GenerationConfig":
@@ -70,8 +74,11 @@ class GenerationConfig:
         if not isinstance(d, dict):
             raise OptionError(f"{source}: expected a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        if isinstance(d.get("stop"), list):
+            d["stop"] = tuple(d["stop"])
         try:
-            return cls(**{k: v for k, v in d.items() if k in known})
+            return cls(**d)
         except OptionError as e:
             raise OptionError(f"{source}: {e}") from None
 
@@ -96,6 +103,9 @@ class GenerationConfig:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise OptionError(f"unknown generation option(s) {unknown}; known: {sorted(known)}")
+        if isinstance(overrides.get("stop"), (str, list)):  # one string, or a JSON list
+            stop = overrides["stop"]
+            overrides["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
         return replace(self, **overrides)
 
     def to_dict(self) -> dict:
@@ -122,3 +132,5 @@ def _check_type(name: str, value) -> None:
         raise bad("an integer or null")
     if name == "chat_format" and not isinstance(value, str):
         raise bad("a string")
+    if name == "stop" and not (isinstance(value, tuple) and all(isinstance(s, str) and s for s in value)):
+        raise bad("a list of non-empty strings")

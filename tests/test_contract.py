@@ -235,3 +235,17 @@ def test_transcripts_are_one_type(case):
 def test_the_default_tokenizer_serves_when_none_is_given(case):
     q = case.query("Recognize the speech", str(SPEECH))
     assert case.model.chat(None, q, None, **case.options) == case.chat(q)
+
+
+def test_a_stop_string_ends_the_answer_before_it(case):
+    q = case.query(case.open_question, str(SPEECH))
+    whole = case.stream(q, max_new_tokens=24)
+    full = "".join(whole)
+    stop = full[len(full) // 2:len(full) // 2 + 3]  # three characters from the middle of the answer
+    cut = full[:full.find(stop)]
+    stream = case.stream(q, max_new_tokens=24, stop=[stop, "never written"])
+    assert "".join(stream) == stream.response == cut and stop not in stream.response
+    assert stream.stats.stop_reason == "stop" and stream.stats.new_tokens < whole.stats.new_tokens
+    assert case.model.chat_batch(case.tok, [q], None, **{**case.options, "max_new_tokens": 24, "stop": [stop]})[0][0] == cut
+    if case.name == "faithful":
+        assert not any(p.busy for p in case.model.engine.prefixes.entries)  # the prefix was handed back

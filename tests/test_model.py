@@ -299,3 +299,16 @@ def test_nan_weights_are_named_when_the_model_computes_nan(ckpt, tmp_path):
     model, tok = qwen_audio.load(bad, dtype=torch.float32)
     with pytest.raises(qwen_audio.NonFiniteError, match=rf"NaN.*{key['k']}.*damaged"):
         model.chat(tok, "hello", None, do_sample=False, max_new_tokens=3)
+
+
+def test_an_audio_token_the_model_writes_is_a_word_in_decode_steps(model):
+    """Audio features go into a prompt's first pass only; a decode step that feeds back an `<audio>` the
+    model wrote embeds it as a word, as the published code does."""
+    start = model.config.audio.audio_start_id
+    with torch.inference_mode():
+        cache = model.new_cache(1, 8)
+        model(torch.tensor([[1, 2, 3]]), 0, cache, audio=[])
+        out = model(torch.tensor([[start]]), 3, cache)  # no audio: a decode step
+    assert torch.isfinite(out).all()
+    with pytest.raises(qwen_audio.PromptError, match="1 <audio> and 0 </audio>"):
+        model(torch.tensor([[1, start]]), audio=[])  # a prompt whose span has no clip is refused

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..backend import TurnStats
+from ..backend import StopAnswer, TurnStats
 from ..errors import CheckpointError
 from ..generate import make_generator, next_token
 from ..options import GenerationConfig
@@ -283,21 +283,24 @@ class SmolChat:
         logits = self.model(torch.tensor([ids]), 0, cache)
         out: list[int] = []
         emitted, reason, n = "", "length", 0
-        for step in range(steps):
-            # The repetition penalty looks at the answer's own tokens (the prompt quotes transcripts).
-            token = int(next_token(logits, torch.tensor([out], dtype=torch.long), cfg, generator)[0])
-            n += 1
-            if token in self.stop:
-                reason = "stop"
-                break
-            out.append(token)
-            text = self.tok.decode(out)
-            if len(text) > len(emitted) and not text.endswith("\ufffd"):  # whole characters only
-                yield text[len(emitted):]
-                emitted = text
-            if step + 1 < steps:
-                logits = self.model(torch.tensor([[token]]), len(ids) + step, cache)
-        tail = self.tok.decode(out)[len(emitted):]
-        if tail:
-            yield tail
+        try:
+            for step in range(steps):
+                # The repetition penalty looks at the answer's own tokens (the prompt quotes transcripts).
+                token = int(next_token(logits, torch.tensor([out], dtype=torch.long), cfg, generator)[0])
+                n += 1
+                if token in self.stop:
+                    reason = "stop"
+                    break
+                out.append(token)
+                text = self.tok.decode(out)
+                if len(text) > len(emitted) and not text.endswith("\ufffd"):  # whole characters only
+                    yield text[len(emitted):]
+                    emitted = text
+                if step + 1 < steps:
+                    logits = self.model(torch.tensor([[token]]), len(ids) + step, cache)
+            tail = self.tok.decode(out)[len(emitted):]
+            if tail:
+                yield tail
+        except StopAnswer:  # a stop string was written
+            reason = "stop"
         return TurnStats(len(ids), 0, n, reason)

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from ..audio import Clip, ClipStore, source_key
-from ..backend import Backend, Pieces, TurnStats
+from ..backend import Backend, Pieces, StopAnswer, TurnStats
 from ..messages import Audio, Conversation, plain_text
 from ..options import GenerationConfig
 from ..tokenizer import extract_audio_urls, from_list_format
@@ -120,6 +120,13 @@ class LiteModel(Backend):
         return self._write(conversation, decoded, cfg)
 
     def _write(self, conversation: Conversation, decoded: list[tuple[Audio, Clip]], cfg: GenerationConfig) -> Pieces:
+        """The answer's pieces (see `_compose`); a stop string written before the LLM's part ends it there."""
+        try:
+            return (yield from self._compose(conversation, decoded, cfg))
+        except StopAnswer:
+            return TurnStats(0, 0, 0, "stop")
+
+    def _compose(self, conversation: Conversation, decoded: list[tuple[Audio, Clip]], cfg: GenerationConfig) -> Pieces:
         """The answer's pieces: Whisper runs here, on the clips the question picks, when an answer needs it."""
         question = plain_text(conversation.question.query)
         intent = I.route(question)
