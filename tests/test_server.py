@@ -277,6 +277,10 @@ def test_limits_and_keys(logs):
         with open(AUDIO / "music.wav", "rb") as f:
             too_long = error(lambda: long.client().audio.transcriptions.create(model="qwen-audio-tiny", file=f))
         assert too_long.status_code == 400 and too_long.body["code"] == "audio_too_long"
+        assert "97 s of audio, longer than this server's limit of 10 s" in too_long.body["message"]
+        chat = error(lambda: long.client().chat.completions.create(model="qwen-audio-tiny",
+                                                                    messages=ask("what?", AUDIO / "music.wav")))
+        assert chat.status_code == 400 and chat.body["code"] == "audio_too_long"
     finally:
         long.stop()
 
@@ -333,6 +337,21 @@ def test_health_answers_while_generating_and_a_client_that_leaves_frees_its_slot
             time.sleep(0.1)
         r = client.chat.completions.create(model="qwen-audio-tiny", messages=ask("next", SPEECH), **GREEDY)
         assert r.choices[0].message.content  # the only slot was free again
+    finally:
+        server.stop()
+
+
+def test_a_short_answer_does_not_wait_for_a_long_one(logs):
+    need_shared()
+    server = Server(logs, str(TINY), "--dtype", "float32", "--max-active", "2", "--quiet")
+    try:
+        client = server.client(timeout=120)
+        long = iter(client.chat.completions.create(model="qwen-audio-tiny", messages=ask("talk", SPEECH),
+                                                   temperature=0, max_tokens=1500, stream=True))
+        next(long)
+        short = client.chat.completions.create(model="qwen-audio-tiny", messages=ask("hi", SPEECH), **GREEDY)
+        assert short.choices[0].finish_reason == "length"
+        assert json.load(urllib.request.urlopen(server.url + "/health"))["active"] == 1  # the long one goes on
     finally:
         server.stop()
 

@@ -56,7 +56,7 @@ class ServerConfig:
     api_key: str | None = None  # when set, /v1/* needs `Authorization: Bearer <key>`
     allow_urls: bool = False  # fetch audio_url parts (public http(s) addresses only)
     max_body_bytes: int = 25 << 20  # larger request bodies get 413
-    max_audio_seconds: float = 3600.0  # longer audio to transcribe gets 400 (chat hears the first 30 s anyway)
+    max_audio_seconds: float = 3600.0  # longer audio gets 400 (chat hears its first 30 s; transcription all)
     timeout_s: float = 600.0  # a request still running after this gets 504 (or an error event) and is stopped
     max_active: int = 4  # answers written at once, a step each in turn
     max_queue: int = 32  # requests waiting beyond this get 429 with Retry-After
@@ -222,6 +222,10 @@ class Server:
                 data = await run_in_threadpool(fetch_audio, url, self.config.max_url_bytes, self.config.url_timeout_s)
                 fetched[id(placeholder)] = Audio(data, name=url)
             messages = req.with_fetched(fetched)
+        for m in messages:
+            for part in m.content:
+                if isinstance(part, Audio):
+                    await run_in_threadpool(self.check_length, part.source, part.label)
         queued = time.monotonic()
         deadline = queued + self.config.timeout_s
         job = self.submit(lambda: self.backend.respond(messages, **req.options))
