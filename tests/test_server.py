@@ -248,6 +248,7 @@ def test_bad_requests_are_openai_errors(tiny):
     noise = error(lambda: client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": base64.b64encode(b"noise" * 50).decode(), "format": "wav"}}]}]))
     assert noise.status_code == 400 and "cannot decode" in noise.body["message"]
+    assert noise.body["param"] == "messages[0].content[0]" and noise.body["code"] == "invalid_audio"
     option = error(lambda: client.chat.completions.create(model="tiny", messages=ask("hi"), top_p=2))
     assert option.status_code == 400 and option.body["param"] == "top_p"
     model = error(lambda: client.chat.completions.create(model="gpt-4o", messages=ask("hi")))

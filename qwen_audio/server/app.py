@@ -16,6 +16,7 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -46,6 +47,7 @@ from .fetch import fetch_audio
 from .worker import Job, QueueFull, Worker
 
 log = logging.getLogger("qwen_audio.server")
+_PART = re.compile(r"messages\[\d+\]\.content\[\d+\]")
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,8 @@ def api_error(e: BaseException) -> P.ApiError:
     if isinstance(e, (AudioError, PromptError, OptionError, TokenizerError, DeviceError)):
         code = {AudioError: "invalid_audio", PromptError: "invalid_prompt", OptionError: "invalid_value"}
         kind = next((c for t, c in code.items() if isinstance(e, t)), "invalid_value")
-        return P.ApiError(400, str(e), None, kind)
+        named = _PART.match(str(e))  # audio parts are named after where they stand: messages[0].content[1]
+        return P.ApiError(400, str(e), named.group(0) if named else None, kind)
     if isinstance(e, NonFiniteError):
         return P.ApiError(500, str(e), None, "model_error", "server_error")
     if isinstance(e, QwenAudioError):

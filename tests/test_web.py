@@ -1,0 +1,303 @@
+"""The web page at `/`, driven in headless Chromium against a real `qwen-audio serve --model lite`.
+
+Upload a clip, ask for a transcript (streamed), ask a follow-up that grounds a word, and check that the
+span is cut in the browser into a playable, downloadable WAV of the right length; an API error (missing
+key) is shown readably and the question works once the key is entered; a recording (Chromium's fake
+microphone) becomes a clip. Needs Debian's chromium and chromium-driver and Python's selenium.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import AUDIO, need_shared
+
+CHROMIUM = os.environ.get("QWEN_AUDIO_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("QWEN_AUDIO_CHROMEDRIVER", "/usr/bin/chromedriver")
+CLIP = AUDIO / "1272-128104-0000.flac"
+WAIT_S = 60  # the longest any one step may take (the first answer loads Whisper)
+
+
+def _need_browser() -> None:
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not (Path(path).is_file() or shutil.which(path)):
+            pytest.skip(f"{path} not found: install Debian's {package} (apt-get install {package})")
+    pytest.importorskip("selenium", reason="selenium is not installed: pip install selenium")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """A `qwen-audio serve` subprocess, logging to a file."""
+
+    def __init__(self, log: Path, *extra: str):
+        self.port, self.log = _free_port(), log
+        self.url = f"http://127.0.0.1:{self.port}"
+        exe = Path(sys.executable).parent / "qwen-audio"
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "qwen_audio.cli"]
+        self.out = log.open("wb")
+        self.proc = subprocess.Popen([*cmd, "serve", "--model", "lite", "--port", str(self.port), *extra],
+                                     stdout=self.out, stderr=subprocess.STDOUT)
+
+    def wait(self) -> "Served":
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.stop()
+                pytest.fail(f"the server exited ({self.proc.returncode}):\n{self.log.read_text(errors='replace')}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                    if json.load(r)["status"] == "ok":
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        pytest.fail(f"the server did not answer /health in {WAIT_S} s:\n{self.log.read_text(errors='replace')}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.close()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """(open server, server with --api-key secret), started together."""
+    need_shared()
+    _need_browser()
+    logs = tmp_path_factory.mktemp("serve")
+    started = [Served(logs / "serve.log"), Served(logs / "serve-key.log", "--api-key", "secret")]
+    try:
+        yield tuple(s.wait() for s in started)
+    finally:
+        for s in started:
+            s.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(servers, tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--autoplay-policy=no-user-gesture-required", f"--user-data-dir={profile}",
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--window-size=1280,900"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_script_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(driver, condition, what: str, timeout: float = WAIT_S):
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+    except TimeoutException:
+        errors = [e.text for e in driver.find_elements("css selector", ".error") if e.text]
+        pytest.fail(f"timed out waiting for {what}; errors on the page: {errors}")
+
+
+def _open(driver, url: str) -> None:
+    driver.get(url + "/")
+    _wait(driver, lambda d: d.find_element("id", "model").text not in ("", "…"), "the model name")
+
+
+# Records the states each answer passes through and counts changes to its text, before they happen.
+WATCH = """
+window.__answers = [];
+new MutationObserver((records) => {
+  for (const r of records) {
+    const answer = r.target.closest ? r.target.closest('.answer')
+                 : r.target.parentElement && r.target.parentElement.closest('.answer');
+    if (!answer) continue;
+    if (!answer.__log) { answer.__log = {states: [], textUpdates: 0}; window.__answers.push(answer.__log); }
+    if (r.type === 'attributes' && r.attributeName === 'data-state') answer.__log.states.push(answer.dataset.state);
+    else if (r.type !== 'attributes') answer.__log.textUpdates++;
+  }
+}).observe(document.getElementById('chat'), {subtree: true, childList: true, characterData: true,
+                                             attributes: true, attributeFilter: ['data-state']});
+"""
+
+
+def _ask(driver, question: str, enter: bool = False):
+    """Type and send a question; the new answer's element once it has ended (done, error or stopped)."""
+    from selenium.webdriver.common.keys import Keys
+
+    before = len(driver.find_elements("css selector", ".answer"))
+    box = driver.find_element("id", "question")
+    box.send_keys(question)
+    if enter:
+        box.send_keys(Keys.ENTER)
+    else:
+        driver.find_element("id", "send").click()
+    _wait(driver, lambda d: len(d.find_elements("css selector", ".answer")) > before, "the answer to start")
+    answer = driver.find_elements("css selector", ".answer")[-1]
+    _wait(driver, lambda d: answer.get_attribute("data-state") in ("done", "error", "stopped"), f"the answer to {question!r}")
+    return answer
+
+
+def _upload(driver, path: Path) -> None:
+    before = len(driver.find_elements("css selector", "#pending li"))
+    driver.find_element("id", "file").send_keys(str(path))
+    _wait(driver, lambda d: len(d.find_elements("css selector", "#pending li")) > before, "the clip to be added")
+
+
+def test_chat_streams_and_cuts_spans(servers, browser, tmp_path):
+    driver, (served, _) = browser, servers
+    _open(driver, served.url)
+    assert driver.find_element("id", "model").text == "lite"
+    driver.execute_script(WATCH)
+
+    _upload(driver, CLIP)
+    pending = driver.find_element("css selector", "#pending li")
+    assert CLIP.name in pending.text and pending.get_attribute("data-format") == "flac"
+    assert pending.find_element("css selector", "audio").get_attribute("src").startswith("blob:")
+
+    first = _ask(driver, "Recognize the speech", enter=True)
+    assert first.get_attribute("data-state") == "done", first.text
+    assert "middle classes" in first.find_element("css selector", ".text").text.lower()
+    log = driver.execute_script("return window.__answers[0]")
+    assert "streaming" in log["states"] and log["states"][-1] == "done", log  # it went through the stream
+    assert log["textUpdates"] >= 1, log
+    assert int(first.get_attribute("data-events")) >= 3  # role, content..., finish (and usage) events
+    assert "first text" in first.find_element("css selector", ".timings").text
+    assert "tokens" in first.find_element("css selector", ".timings").text  # lite counts none: says so
+    assert driver.find_elements("css selector", "#pending li") == []  # the clip went with the question
+
+    second = _ask(driver, 'Find the start time and end time of the word "middle classes"')
+    assert second.get_attribute("data-state") == "done", second.text
+    text = second.find_element("css selector", ".text").text
+    assert "<|" not in text
+    times = [float(t.text.removesuffix(" s")) for t in second.find_elements("css selector", ".ts")]
+    assert len(times) == 2 and times[0] < times[1], text
+    raw = driver.execute_script("return window.qwenAudioPage.history[3].content")
+    assert "<|" in raw  # the history keeps the model's own tokens
+
+    _wait(driver, lambda d: second.find_elements("css selector", ".span[data-state]"), "the span player")
+    span = second.find_element("css selector", ".span")
+    assert span.get_attribute("data-state") == "ready", span.text
+    assert "middle classes" in span.text
+    audio = span.find_element("css selector", "audio")
+    assert audio.get_attribute("src").startswith("blob:")
+    meta = driver.execute_async_script("""
+        const [audio, done] = arguments;
+        const report = () => done({duration: audio.duration});
+        audio.addEventListener('error', () => done({error: String(audio.error && audio.error.message)}));
+        if (audio.readyState >= 1) report(); else audio.addEventListener('loadedmetadata', report);
+    """, audio)
+    assert "error" not in meta, meta
+    assert abs(meta["duration"] - (times[1] - times[0])) < 0.05, (meta, times)
+    assert abs(meta["duration"] - 0.93) <= 0.25, meta
+    played = driver.execute_async_script("""
+        const [audio, done] = arguments;
+        audio.play().then(() => setTimeout(() => done({paused: audio.paused, t: audio.currentTime}), 300),
+                          (e) => done({error: e.name + ': ' + e.message}));
+    """, audio)
+    assert "error" not in played and (not played["paused"] or played["t"] > 0), played
+    link = span.find_element("css selector", "a[download]")
+    assert link.get_attribute("download").endswith(".wav") and link.get_attribute("href").startswith("blob:")
+
+    problems = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not problems, problems  # no script errors, nothing failed to load
+
+    shot = tmp_path / "page.png"
+    driver.save_screenshot(str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    size = driver.get_window_size()
+    driver.set_window_size(390, 844)  # a phone
+    try:
+        assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        driver.save_screenshot(str(tmp_path / "page-phone.png"))
+    finally:
+        driver.set_window_size(size["width"], size["height"])
+
+
+def test_api_error_then_key_and_recording(servers, browser, tmp_path):
+    driver, (_, keyed) = browser, servers
+    _open(driver, keyed.url)
+    assert driver.find_element("id", "model").text == "lite"  # from /health while /v1/models needs the key
+    _upload(driver, CLIP)
+
+    failed = _ask(driver, "Recognize the speech")
+    assert failed.get_attribute("data-state") == "error"
+    message = failed.find_element("css selector", ".error").text
+    assert "401" in message and "API key" in message, message
+    # The question and its clip are back in the composer, out of the conversation.
+    assert driver.find_element("id", "question").get_attribute("value") == "Recognize the speech"
+    assert len(driver.find_elements("css selector", "#pending li")) == 1
+    assert driver.execute_script("return window.qwenAudioPage.history.length") == 0
+
+    from selenium.webdriver.common.keys import Keys
+
+    driver.find_element("id", "api-key").send_keys("secret", Keys.TAB)  # change: stored, models reloaded
+    driver.find_element("id", "question").clear()
+    answer = _ask(driver, "Recognize the speech")
+    assert answer.get_attribute("data-state") == "done", answer.text
+    assert "middle classes" in answer.text.lower()
+    assert driver.execute_script("return localStorage.getItem('qwen-audio.api-key')") == "secret"
+    driver.save_screenshot(str(tmp_path / "error-then-key.png"))
+
+    # A clip the server cannot decode: a 400 naming the clip by its file name.
+    bogus = tmp_path / "not-audio.wav"
+    bogus.write_bytes(b"this is not audio" * 64)
+    _upload(driver, bogus)
+    bad = _ask(driver, "Recognize the speech")
+    assert bad.get_attribute("data-state") == "error"
+    message = bad.find_element("css selector", ".error").text
+    assert "400" in message and "not-audio.wav" in message, message
+    driver.find_element("css selector", "#pending .remove").click()
+    driver.find_element("id", "question").clear()
+
+    # Stop ends an answer mid-way (a new clip takes Whisper a second): the question goes back in the box.
+    _upload(driver, AUDIO / "1089_134686_000007_000004.wav")
+    driver.find_element("id", "question").send_keys("Recognize the speech")
+    driver.find_element("id", "send").click()
+    driver.find_element("id", "stop").click()
+    stopped = driver.find_elements("css selector", ".answer")[-1]
+    _wait(driver, lambda d: stopped.get_attribute("data-state") in ("done", "error", "stopped"), "the stop")
+    assert stopped.get_attribute("data-state") == "stopped", stopped.text
+    assert driver.execute_script("return window.qwenAudioPage.history.length") == 2  # the first turn only
+    while driver.find_elements("css selector", "#pending .remove"):
+        driver.find_element("css selector", "#pending .remove").click()
+    assert driver.find_elements("css selector", "#pending li") == []
+
+    # Recording (Chromium's fake microphone) adds a webm clip; New conversation clears everything.
+    record = driver.find_element("id", "record")
+    record.click()
+    _wait(driver, lambda d: record.get_attribute("aria-pressed") == "true", "recording to start", 10)
+    time.sleep(1.0)
+    record.click()
+    _wait(driver, lambda d: d.find_elements("css selector", "#pending li"), "the recording to become a clip", 10)
+    assert driver.find_element("css selector", "#pending li").get_attribute("data-format") in ("webm", "ogg", "m4a")
+    driver.find_element("id", "new").click()
+    assert driver.find_elements("css selector", "#chat li, #pending li") == []
+    assert driver.execute_script("return window.qwenAudioPage.history.length") == 0
