@@ -11,14 +11,16 @@ import torch
 
 from .backend import Backend
 from .config import ModelConfig
+from .cpu import native_bf16
 from .engine import Engine, EngineConfig
-from .errors import DeviceError, ModelNotFoundError, PromptError, TokenizerError
+from .errors import DeviceError, ModelNotFoundError, OptionError, PromptError, TokenizerError
 from .hub import resolve_checkpoint
 from .llm import QwenAudioLM
 from .options import IGNORED_LOAD_KWARGS, GenerationConfig
+from .quantize import Quantization
 from .tokenizer import QwenTokenizer
 from .transcribe import transcribe_windows
-from .weights import load_weights, storage_dtype
+from .weights import load_weights, save_quantized, saved_quantization, storage_dtype
 
 DEFAULT_MODEL = "Qwen/Qwen-Audio-Chat"
 # Backends built in, by name: "module:function" returning (model, tokenizer). Other names are checkpoints.
@@ -35,28 +37,46 @@ class QwenAudioForCausalLM(Backend, QwenAudioLM):
         self.generation_config = GenerationConfig()
         self.name_or_path: Path | None = None  # the checkpoint folder, where the tokenizer is found
         self.engine = Engine(self, engine)
+        self.quantization: Quantization | None = None  # how the weights are stored, when not in float
         self._tokenizer: QwenTokenizer | None = None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device_map=None, torch_dtype=None,
-                        device=None, dtype=None, engine: EngineConfig = EngineConfig(), **kwargs) -> "QwenAudioForCausalLM":
+                        device=None, dtype=None, quantize: str | Quantization | None = None,
+                        engine: EngineConfig = EngineConfig(), **kwargs) -> "QwenAudioForCausalLM":
         """Load a checkpoint folder or hub id. `torch_dtype`/`dtype`: a torch dtype, "auto" or None (the
         checkpoint's own dtype; bf16/fp16/fp32=True as in the published code also work).
         `device_map`/`device`: "cpu", "cuda", "cuda:1", "auto" or None (cuda when available).
-        `engine`: memory budgets of the caches kept between answers."""
+        `quantize`: "int8", "int4" (groups of 64), "int4-32", ... on a CPU (see `qwen_audio.quantize`);
+        then "auto" computes in bfloat16 where the CPU multiplies it natively (AMX, AVX512-BF16) and in
+        float32 elsewhere. `engine`: memory budgets of the caches kept between answers."""
         unknown = sorted(set(kwargs) - IGNORED_LOAD_KWARGS - {"bf16", "fp16", "fp32", "low_cpu_mem_usage"})
         if unknown:
             raise TypeError(f"from_pretrained() got unexpected keyword argument(s) {unknown}")
+        quantization = Quantization.parse(quantize)
         folder = resolve_checkpoint(name_or_path, revision=kwargs.get("revision"))
         cfg = ModelConfig.from_json(folder / "config.json")
-        dtype = _pick_dtype(dtype if dtype is not None else torch_dtype, kwargs, folder)
         device = _pick_device(device if device is not None else device_map)
+        small = quantization or saved_quantization(folder)
+        if small is not None and device.type != "cpu":
+            raise DeviceError(f"{small.name} weights are for CPUs; on {device} load the float checkpoint in bfloat16")
+        dtype = _pick_dtype(dtype if dtype is not None else torch_dtype, kwargs, folder, small)
         generation_config = GenerationConfig.from_pretrained(folder)
         with torch.device("meta"):
             model = cls(cfg, engine)
-        load_weights(model, folder, dtype=dtype, device=device)
+        load_weights(model, folder, dtype=dtype, device=device, quantization=quantization)
         model.generation_config, model.name_or_path = generation_config, folder
+        model.quantization = quantization or saved_quantization(folder)
         return model.eval()
+
+    def save_quantized(self, folder: str | os.PathLike) -> Path:
+        """Write this quantized model as a checkpoint folder that `load` reads with no conversion (int8 weights
+        memory-mapped): the conversion from the float checkpoint is paid once."""
+        if self.quantization is None:
+            raise OptionError("this model is not quantized: load it with quantize='int8' or 'int4' first")
+        if self.name_or_path is None:
+            raise OptionError("this model was not loaded from a checkpoint folder: its config cannot be copied")
+        return save_quantized(self, self.quantization, folder, self.name_or_path)
 
     @property
     def reuse_kv(self) -> bool:
@@ -110,10 +130,12 @@ def _builtin(name, **kwargs) -> tuple | None:
             f"{DEFAULT_MODEL}") from e
 
 
-def _pick_dtype(dtype, kwargs: dict, folder) -> torch.dtype:
+def _pick_dtype(dtype, kwargs: dict, folder, quantization: Quantization | None = None) -> torch.dtype:
     for flag, d in (("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)):
         if kwargs.get(flag):
             return d
+    if dtype in (None, "auto") and quantization is not None:  # weights are small: compute in the CPU's best type
+        return torch.bfloat16 if native_bf16() else torch.float32
     if dtype in (None, "auto"):
         return storage_dtype(folder)
     if isinstance(dtype, str):
@@ -168,6 +190,9 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, dtype=None, device=
     """(model, tokenizer) in one call: a checkpoint folder, a hub id, or "lite" (offline, small).
     Keyword arguments go to the backend's loader (`from_pretrained`, `load_lite`)."""
     given = {k: v for k, v in dict(dtype=dtype, device=device).items() if v is not None}
+    if os.fspath(name_or_path) in BUILTIN and kwargs.get("quantize") is not None:
+        raise OptionError(f"quantize applies to checkpoints; the built-in {os.fspath(name_or_path)!r} backend "
+                          "brings its own small weights")
     builtin = _builtin(name_or_path, **given, **kwargs)
     if builtin:
         return builtin

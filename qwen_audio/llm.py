@@ -152,11 +152,12 @@ class QwenAudioLM(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        return self.transformer.ln_f.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        """The compute dtype (activations, caches): a norm's, since quantized weights are int8 or int4."""
+        return self.transformer.ln_f.weight.dtype
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         """An empty cache for `batch` rows of `capacity` columns, in the weights' dtype and device."""
@@ -167,9 +168,14 @@ class QwenAudioLM(nn.Module):
         """Encode clips as one batch: mels [B, n_mels, 3000] -> per clip [span, dim] (see AudioEncoder.embed_audio)."""
         return self.transformer.audio.embed_audio(mels, lengths, t_max)
 
+    def init_buffers(self) -> None:
+        """Compute the buffers a checkpoint does not carry (after loading onto the meta-built model)."""
+        self.transformer.audio.init_buffers()
+
     def nonfinite_weights(self) -> list[str]:
-        """Names of the parameters holding NaN or infinite values (a damaged checkpoint)."""
-        return [name for name, p in self.named_parameters() if not bool(torch.isfinite(p).all())]
+        """Names of the weights (and quantization scales) holding NaN or infinite values (a damaged checkpoint)."""
+        tensors = [*self.named_parameters(), *self.named_buffers()]
+        return [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
     def embed(self, tokens: torch.Tensor, audio: list[torch.Tensor] | None = None) -> torch.Tensor:
         """tokens: [B, S] -> [B, S, dim]. With `audio` (a prompt's first pass), each `<audio>`..`</audio>`

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
 
+from .config import read_json
 from .errors import CheckpointError
+from .quantize import (
+    QuantEmbedding,
+    Quantization,
+    QuantLinear,
+    int4_layout_is_known,
+    nibbles,
+    quantize_modules,
+)
 
 # Names in the official checkpoint map one to one onto this project's modules (`transformer.h.0.attn.
 # c_attn.weight` is `model.transformer.h[0].attn.c_attn.weight`). Keys matching IGNORED_KEYS are
@@ -108,15 +119,8 @@ def storage_dtype(folder: Path) -> torch.dtype:
     return next(iter(state.values())).dtype
 
 
-def load_weights(model: nn.Module, folder: str | Path, *, dtype: torch.dtype, device: torch.device | str) -> nn.Module:
-    """Fill `model` (built on the meta device) from `folder`, converting to `dtype` on `device`.
-
-    Shards are memory-mapped and each tensor is converted as it is read, so peak memory stays near
-    the size of the weights in `dtype`. Every key and shape is checked before any data is read.
-    """
-    folder = Path(folder)
-    kind, weight_map = check_checkpoint(folder, model)
-    state: dict[str, torch.Tensor] = {}
+def _tensors(folder: Path, kind: str, weight_map: dict[str, str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(key, tensor) of every stored weight, memory-mapped, shard by shard."""
     for shard in sorted(set(weight_map.values())):
         path = folder / shard
         if kind == "safetensors":
@@ -125,18 +129,94 @@ def load_weights(model: nn.Module, folder: str | Path, *, dtype: torch.dtype, de
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 for key in f.keys():
                     if not _ignored(key):
-                        state[key] = f.get_tensor(key).to(device=device, dtype=dtype)
+                        yield key, f.get_tensor(key)
         else:
             shard_state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             for key, t in shard_state.items():
                 if not _ignored(key):
-                    state[key] = t.to(device=device, dtype=dtype)
+                    yield key, t
             del shard_state
-    model.load_state_dict(state, strict=True, assign=True)
-    for module in model.modules():  # buffers computed rather than loaded
-        if hasattr(module, "init_buffers"):
-            module.init_buffers()
+
+
+QUANTIZED = "quantization.json"  # marks a folder written by `save_quantized`
+
+
+def saved_quantization(folder: Path) -> Quantization | None:
+    """The quantization a folder was saved with (`save_quantized`), or None for a float checkpoint."""
+    path = Path(folder) / QUANTIZED
+    if not path.is_file():
+        return None
+    d = read_json(path, CheckpointError)
+    if not isinstance(d, dict) or d.get("format") != "qwen-audio-quantized" or d.get("bits") not in (4, 8):
+        raise CheckpointError(f"{path}: not a qwen-audio quantization record")
+    return Quantization(d["bits"], d.get("group_size", 64))
+
+
+def load_weights(model: nn.Module, folder: str | Path, *, dtype: torch.dtype, device: torch.device | str,
+                 quantization: Quantization | None = None) -> nn.Module:
+    """Fill `model` (built on the meta device) from `folder`, converting to `dtype` on `device`.
+
+    Every key and shape is checked before any data is read. Without quantization shards are
+    memory-mapped and each tensor converted as it is read (no copy when the dtype matches), so peak
+    memory stays near the size of the weights in `dtype`. With it, linear and embedding weights are
+    quantized as they are read and everything else is copied, so each shard can be let go once read:
+    peak memory stays near the quantized size plus one tensor in float32. A folder written by
+    `save_quantized` is read as it was saved (int8 weights memory-mapped), with no conversion.
+    """
+    folder = Path(folder)
+    saved = saved_quantization(folder)
+    if saved is not None:
+        if quantization not in (None, saved):
+            raise CheckpointError(f"{folder}: saved as {saved.name}; it cannot be loaded as {quantization.name}")
+        if saved.bits == 4 and not int4_layout_is_known():
+            raise CheckpointError(f"{folder}: saved as {saved.name}, which needs torch's CPU int4 kernel; this torch "
+                                  "packs int4 weights in a way this version does not know")
+        quantize_modules(model, saved, dtype)
+    kind, weight_map = check_checkpoint(folder, model)
+    if quantization is None and saved is None:
+        state = {key: t.to(device=device, dtype=dtype) for key, t in _tensors(folder, kind, weight_map)}
+        model.load_state_dict(state, strict=True, assign=True)
+    else:
+        if saved is None:
+            quantize_modules(model, quantization, dtype)
+        for key, t in _tensors(folder, kind, weight_map):
+            path, _, name = key.rpartition(".")
+            module = model.get_submodule(path)
+            quantized = isinstance(module, (QuantLinear, QuantEmbedding))
+            if quantized and saved is not None and name in ("weight", "scales"):
+                module.set_saved(name, t, dtype)
+            elif quantized and saved is None and name == "weight":
+                module.set_weight(t, dtype)
+            elif name in module._parameters:
+                module._parameters[name] = nn.Parameter(t.to(device=device, dtype=dtype, copy=True), requires_grad=False)
+            else:
+                module._buffers[name] = t.to(device=device, dtype=dtype, copy=True)
+    model.init_buffers()
+    empty = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if empty:
+        raise CheckpointError(f"{folder}: no data for {empty[0]!r} (and {len(empty) - 1} more)")
     return model
+
+
+def save_quantized(model: nn.Module, quantization: Quantization, folder: str | Path, source: str | Path) -> Path:
+    """Write a quantized model as a checkpoint folder that loads with no conversion: its weights (int4 as
+    portable `nibbles`), the config, tokenizer and generation files of `source`, and `quantization.json`."""
+    folder = Path(folder)
+    state = {}
+    for name, t in model.state_dict().items():
+        path, _, leaf = name.rpartition(".")
+        module = model.get_submodule(path) if path else model
+        if isinstance(module, QuantLinear) and module.bits == 4 and leaf == "weight":
+            t = nibbles(module.codes())
+        state[name] = t
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    save_checkpoint(state, folder, n_shards=max(1, -(-total // (2 << 30))))  # shards of about 2 GiB
+    for f in ("config.json", "generation_config.json", "qwen.tiktoken"):
+        if (Path(source) / f).is_file():
+            shutil.copy(Path(source) / f, folder / f)
+    (folder / QUANTIZED).write_text(json.dumps({"format": "qwen-audio-quantized", "bits": quantization.bits,
+                                                "group_size": quantization.group_size}, indent=1))
+    return folder
 
 
 def save_checkpoint(state: dict[str, torch.Tensor], folder: str | Path, *, n_shards: int = 1) -> Path:

@@ -39,20 +39,22 @@ def synthetic_config(**overrides) -> ModelConfig:
     return replace(cfg, **overrides)
 
 
-def random_state(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+def random_state(model: torch.nn.Module, seed: int = 0, std: float = 0.5) -> dict[str, torch.Tensor]:
+    """Random bfloat16 weights. The default std 0.5 makes tiny models' answers differ clearly between
+    inputs; 0.02 (the usual init) keeps activations at trained-model scale, for comparing precisions."""
     g = torch.Generator().manual_seed(seed)
-    return {k: (torch.randn(v.shape, generator=g) * 0.5).to(torch.bfloat16) for k, v in model.state_dict().items()}
+    return {k: (torch.randn(v.shape, generator=g) * std).to(torch.bfloat16) for k, v in model.state_dict().items()}
 
 
 def write_checkpoint(folder: Path, cfg: ModelConfig | None = None, *, n_shards: int = 2, seed: int = 0,
-                     ranks: dict[bytes, int] | None = None) -> Path:
+                     ranks: dict[bytes, int] | None = None, std: float = 0.5) -> Path:
     """Write a checkpoint in the official layout: config.json, generation_config.json, qwen.tiktoken,
     sharded safetensors with an index. Weights are random bfloat16 values."""
     from qwen_audio.llm import QwenAudioLM
     from qwen_audio.weights import save_checkpoint
 
     cfg = cfg or synthetic_config()
-    save_checkpoint(random_state(QwenAudioLM(cfg), seed), folder, n_shards=n_shards)
+    save_checkpoint(random_state(QwenAudioLM(cfg), seed, std), folder, n_shards=n_shards)
     (folder / "config.json").write_text(json.dumps(cfg.to_dict()))
     (folder / "generation_config.json").write_text(json.dumps(
         {"chat_format": "chatml", "eos_token_id": len(ranks or synthetic_ranks()),

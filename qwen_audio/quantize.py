@@ -1,0 +1,241 @@
+"""Weight-only quantisation for CPUs: int8 per output channel, int4 in groups, with the kernels torch ships.
+
+    model, tok = qwen_audio.load(path, quantize="int8")     # or "int4" (groups of 64), "int4-32", "int4-128"
+
+A `QuantLinear` keeps its weight small and computes in the model's compute dtype. A few rows at a time
+(decoding) go through torch's packed kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`), which
+read the small weight once; many rows (a prompt, an audio clip) dequantize the weight and use the dense
+matrix product, which is much faster there (AMX, or MKL in float32). `QuantEmbedding` keeps int8 rows.
+
+Which layers: every linear of the LLM and of the audio encoder, and the word embedding (int8 rows). In int4
+mode, layers whose shape the int4 kernel cannot take (out features not a multiple of 64, in features not a
+multiple of the group) and the output head (its logits choose every token) are int8.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import OptionError
+
+DENSE_ROWS = 16  # from this many rows on, a dequantized dense product beats the packed kernels
+INT4_BLOCK_N = 64  # the CPU int4 kernel packs 64 output rows per block (see `unpack_int4`)
+_SPEC = re.compile(r"^int(?P<bits>8|4)(?:-(?P<group>32|64|128|256))?$")
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How weights are stored: `bits` 8 (per output channel) or 4 (in groups of `group_size` inputs)."""
+
+    bits: int = 8
+    group_size: int = 64  # int4 only: inputs sharing one scale and zero point
+
+    @classmethod
+    def parse(cls, spec: "str | Quantization | None") -> "Quantization | None":
+        """None, a Quantization, or "int8", "int4", "int4-32", "int4-64", "int4-128", "int4-256"."""
+        if spec is None or isinstance(spec, Quantization):
+            return spec
+        m = _SPEC.match(str(spec)) if isinstance(spec, str) else None
+        if m is None:
+            raise OptionError(f"unknown quantize {spec!r}: use 'int8', 'int4', or 'int4-32' / -64 / -128 / -256")
+        return cls(int(m["bits"]), int(m["group"] or 64))
+
+    @property
+    def name(self) -> str:
+        return "int8" if self.bits == 8 else f"int4-{self.group_size}"
+
+
+# ---- the numbers ------------------------------------------------------------------------------------------
+
+
+CHUNK_ROWS = 4096  # rows quantized at a time: a 155947-row head never needs a float32 copy of itself
+
+
+def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w [N, K] -> (int8 [N, K], float32 scales [N]): symmetric, one scale per output row."""
+    q = torch.empty(w.shape, dtype=torch.int8)
+    scales = torch.empty(w.shape[0])
+    for i in range(0, w.shape[0], CHUNK_ROWS):
+        rows = w[i:i + CHUNK_ROWS].float()
+        s = (rows.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+        q[i:i + CHUNK_ROWS] = torch.round(rows / s[:, None]).clamp(-127, 127)
+        scales[i:i + CHUNK_ROWS] = s
+    return q, scales
+
+
+def quantize_int4(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """w [N, K] -> (int32 codes 0..15 [N, K], float32 scales_and_zeros [K / group, N, 2]): asymmetric per group,
+    w ~ (code - 8) * scale + zero, the convention of torch's int4 kernels."""
+    n, k = w.shape
+    g = w.float().reshape(n, k // group_size, group_size)
+    lo, hi = g.amin(dim=-1, keepdim=True), g.amax(dim=-1, keepdim=True)
+    scales = ((hi - lo) / 15.0).clamp(min=1e-12)
+    zeros = lo + 8.0 * scales
+    codes = torch.round((g - lo) / scales).clamp(0, 15).to(torch.int32).reshape(n, k)
+    return codes, torch.stack([scales.squeeze(-1), zeros.squeeze(-1)], dim=-1).transpose(0, 1).contiguous()
+
+
+def unpack_int4(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """The int32 codes [N, K] of a weight packed by `_convert_weight_to_int4pack_for_cpu`: blocks of 64 rows,
+    each k holding 32 bytes whose low nibbles are rows 0-31 of the block and high nibbles rows 32-63.
+    Checked against the kernel at first use (`int4_layout_is_known`)."""
+    blocks = packed.reshape(n // INT4_BLOCK_N, k, INT4_BLOCK_N // 2)
+    codes = torch.cat([blocks & 0xF, blocks >> 4], dim=-1)  # [N / 64, K, 64]
+    return codes.permute(0, 2, 1).reshape(n, k).to(torch.int32)
+
+
+ALIGNMENT = 64  # bytes: the packed kernels read their weight with aligned vector loads
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself when its data starts on a 64-byte boundary (a memory-mapped file keeps it paged in lazily),
+    else an aligned copy: the packed kernels crash on a weight a checkpoint file left unaligned."""
+    return t if t.data_ptr() % ALIGNMENT == 0 and t.is_contiguous() else t.clone(memory_format=torch.contiguous_format)
+
+
+def nibbles(codes: torch.Tensor) -> torch.Tensor:
+    """int32 codes 0..15 [N, K] -> uint8 [N, K / 2], two codes a byte (even k in the low nibble): the
+    portable form saved checkpoints keep (the kernel's packing is its own and may change)."""
+    return (codes[:, 0::2] | (codes[:, 1::2] << 4)).to(torch.uint8)
+
+
+def from_nibbles(packed: torch.Tensor) -> torch.Tensor:
+    """The inverse of `nibbles`: uint8 [N, K / 2] -> int32 codes [N, K]."""
+    return torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(packed.shape[0], -1).to(torch.int32)
+
+
+_LAYOUT_KNOWN: bool | None = None
+
+
+def int4_layout_is_known() -> bool:
+    """Whether this torch packs int4 weights as `unpack_int4` reads them (checked once, on random codes)."""
+    global _LAYOUT_KNOWN
+    if _LAYOUT_KNOWN is None:
+        codes = torch.randint(0, 16, (2 * INT4_BLOCK_N, 96), dtype=torch.int32, device="cpu",
+                              generator=torch.Generator().manual_seed(0))
+        packed = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
+        _LAYOUT_KNOWN = packed.shape == (codes.shape[0], codes.shape[1] // 2) and torch.equal(
+            unpack_int4(packed, *codes.shape), codes)
+    return _LAYOUT_KNOWN
+
+
+def int4_fits(n: int, k: int, group_size: int) -> bool:
+    """Whether the CPU int4 kernel takes a [N, K] weight in groups of `group_size`."""
+    return n % INT4_BLOCK_N == 0 and k % group_size == 0 and int4_layout_is_known()
+
+
+# ---- modules ---------------------------------------------------------------------------------------------
+
+
+class QuantLinear(nn.Module):
+    """A linear layer with an int8 or int4 weight. x [..., K] -> [..., N] in x's dtype."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, bits: int, group_size: int = 64):
+        super().__init__()
+        self.in_features, self.out_features, self.bits, self.group_size = in_features, out_features, bits, group_size
+        if bits == 8:
+            self.register_buffer("weight", torch.empty(out_features, in_features, dtype=torch.int8))
+            self.register_buffer("scales", torch.empty(out_features))
+        else:
+            self.register_buffer("weight", torch.empty(out_features, in_features // 2, dtype=torch.uint8))
+            self.register_buffer("scales", torch.empty(in_features // group_size, out_features, 2))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+
+    def set_weight(self, w: torch.Tensor, dtype: torch.dtype) -> None:
+        """Quantize a [N, K] float weight in place of this layer's (scales kept in `dtype`, the compute dtype)."""
+        if self.bits == 8:
+            q, scales = quantize_int8(w)
+            self.weight = q.to(w.device)
+        else:
+            codes, scales = quantize_int4(w, self.group_size)
+            self.weight = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
+        self.scales = scales.to(dtype)
+
+    def codes(self) -> torch.Tensor:
+        """int4 layers: the int32 codes [N, K] of the weight."""
+        return unpack_int4(self.weight, self.out_features, self.in_features)
+
+    def set_saved(self, name: str, value: torch.Tensor, dtype: torch.dtype) -> None:
+        """Take a tensor of a saved quantized checkpoint: `weight` (int8, or int4 as `nibbles`) or `scales`."""
+        if name == "scales":
+            self.scales = value.to(dtype, copy=True)
+        elif self.bits == 8:
+            self.weight = aligned(value)
+        else:
+            self.weight = torch._convert_weight_to_int4pack_for_cpu(from_nibbles(value), 1)
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weight [N, K] in `dtype`."""
+        if self.bits == 8:
+            return self.weight.to(dtype) * self.scales.to(dtype)[:, None]
+        codes = self.codes()
+        scales, zeros = self.scales[..., 0].t(), self.scales[..., 1].t()  # [N, K / group]
+        g = (codes.reshape(self.out_features, -1, self.group_size).to(dtype) - 8) * scales[..., None].to(dtype)
+        return (g + zeros[..., None].to(dtype)).reshape(self.out_features, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        if rows.shape[0] >= DENSE_ROWS:
+            y = F.linear(rows, self.dequantize(x.dtype))
+        elif self.bits == 8:
+            y = torch._weight_int8pack_mm(rows, self.weight, self.scales.to(x.dtype))
+        else:
+            y = torch._weight_int4pack_mm_for_cpu(rows, self.weight, self.group_size, self.scales.to(x.dtype))
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        kind = "int8" if self.bits == 8 else f"int4, groups of {self.group_size}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {kind}"
+
+
+class QuantEmbedding(nn.Module):
+    """An embedding with int8 rows and one scale per row: ids [...] -> [..., dim] in `dtype`."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: torch.dtype):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim, self.dtype = num_embeddings, embedding_dim, dtype
+        self.register_buffer("weight", torch.empty(num_embeddings, embedding_dim, dtype=torch.int8))
+        self.register_buffer("scales", torch.empty(num_embeddings))
+
+    def set_weight(self, w: torch.Tensor, dtype: torch.dtype) -> None:
+        self.weight, scales = quantize_int8(w)
+        self.scales, self.dtype = scales.to(dtype), dtype
+
+    def set_saved(self, name: str, value: torch.Tensor, dtype: torch.dtype) -> None:
+        if name == "scales":
+            self.scales, self.dtype = value.to(dtype, copy=True), dtype
+        else:
+            self.weight = value  # rows are gathered, not read by a packed kernel: any alignment will do
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.weight[ids].to(self.dtype) * self.scales[ids][..., None].to(self.dtype)
+
+
+EMBEDDINGS = ("transformer.wte",)  # the word embedding; the encoder's bos/eos pair is read whole, and tiny
+
+
+def quantize_modules(model: nn.Module, q: Quantization, dtype: torch.dtype) -> list[str]:
+    """Replace (on a meta-device model) every nn.Linear with a QuantLinear and the word embedding with a
+    QuantEmbedding. Returns the replaced modules' names."""
+    replaced = []
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if isinstance(child, nn.Linear):
+                n, k = child.out_features, child.in_features
+                int4 = q.bits == 4 and full != "lm_head" and int4_fits(n, k, q.group_size)
+                new = QuantLinear(k, n, child.bias is not None, 4 if int4 else 8, q.group_size)
+            elif isinstance(child, nn.Embedding) and full in EMBEDDINGS:
+                new = QuantEmbedding(child.num_embeddings, child.embedding_dim, dtype)
+            else:
+                continue
+            setattr(module, child_name, new)
+            replaced.append(full)
+    return replaced
