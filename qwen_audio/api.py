@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from .backend import Backend
 from .config import ModelConfig
 from .cpu import native_bf16
 from .engine import Engine, EngineConfig
-from .errors import DeviceError, ModelNotFoundError, OptionError, PromptError, TokenizerError
+from .errors import DeviceError, ModelNotFoundError, OptionError, PromptError, SlowPathWarning, TokenizerError
 from .hub import resolve_checkpoint
 from .llm import QwenAudioLM
 from .options import IGNORED_LOAD_KWARGS, GenerationConfig
@@ -61,6 +62,10 @@ class QwenAudioForCausalLM(Backend, QwenAudioLM):
         if small is not None and device.type != "cpu":
             raise DeviceError(f"{small.name} weights are for CPUs; on {device} load the float checkpoint in bfloat16")
         dtype = _pick_dtype(dtype if dtype is not None else torch_dtype, kwargs, folder, small)
+        if device.type == "cpu" and dtype == torch.bfloat16 and not native_bf16():
+            warnings.warn("this CPU has no bfloat16 matrix units (no AMX or AVX512-BF16): bfloat16 products are "
+                          "emulated and prompts will be slow; quantize='int8' (float32 compute, small weights) or "
+                          "dtype=torch.float32 run much faster here", SlowPathWarning, stacklevel=2)
         generation_config = GenerationConfig.from_pretrained(folder)
         with torch.device("meta"):
             model = cls(cfg, engine)

@@ -53,5 +53,9 @@ class TokenizerError(QwenAudioError):
     """A tokenizer table that is missing or disagrees with the model's config."""
 
 
+class SlowPathWarning(UserWarning):
+    """The chosen dtype runs slowly on this CPU (bfloat16 products emulated): a faster choice is named."""
+
+
 class AudioTruncatedWarning(UserWarning):
     """Audio longer than the model's 30 s window: the rest is not heard."""

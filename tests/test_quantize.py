@@ -191,3 +191,12 @@ def test_cli_quantize_flag():
     expected = model.chat(tok, tok.from_list_format([{"audio": clip}, {"text": "what?"}]), None, do_sample=False,
                           max_new_tokens=6)[0]
     assert json.loads(buf.getvalue())["response"] == expected
+
+
+def test_emulated_bfloat16_is_named_with_a_faster_choice(wide, monkeypatch):
+    monkeypatch.setenv("QWEN_AUDIO_NATIVE_BF16", "0")  # as on an AVX2-only CPU
+    with pytest.warns(qwen_audio.SlowPathWarning, match="quantize='int8'"):
+        qwen_audio.load(wide, dtype=torch.bfloat16)
+    assert qwen_audio.load(wide, quantize="int8")[0].dtype == torch.float32  # the fast path there
+    monkeypatch.setenv("QWEN_AUDIO_NATIVE_BF16", "1")
+    assert qwen_audio.load(wide, quantize="int8")[0].dtype == torch.bfloat16
