@@ -3,6 +3,8 @@
     qwen-audio ask --audio talk.flac "What does the speaker say?"
     qwen-audio chat --model Qwen/Qwen-Audio-Chat --audio talk.flac
     qwen-audio transcribe long.wav --timestamps --format srt -o long.srt
+    qwen-audio batch rows.jsonl --out answers.jsonl [--ray auto]
+    qwen-audio eval asr --manifest librispeech.jsonl --model Qwen/Qwen-Audio-Chat
 
 Flags mirror the library's keyword arguments (`--max-new-tokens` is `max_new_tokens=`).
 
@@ -35,6 +37,7 @@ from dataclasses import asdict
 from .errors import AudioError, QwenAudioError
 
 DEFAULT_MODEL = "lite"  # the embedded offline backend
+QUANTIZE_CHOICES = ["int8", "int4", "int4-32", "int4-64", "int4-128"]
 PROG = "qwen-audio"
 DEBUG_VARIABLE = "QWEN_AUDIO_DEBUG"  # set (not "0") to print the traceback of an unexpected error
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a program that SIGPIPE ended
@@ -43,14 +46,15 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a program that SIGPI
 # ---- loading ---------------------------------------------------------------------------------------
 
 
-def load_model(name: str, dtype: str | None = None, device: str | None = None, quiet: bool = False):
+def load_model(name: str, dtype: str | None = None, device: str | None = None, quiet: bool = False,
+               quantize: str | None = None):
     """(model, tokenizer) for `name`, with a line on stderr while it loads."""
     import qwen_audio
 
     if not quiet:
-        print(f"{PROG}: loading model {name} ...", file=sys.stderr, flush=True)
+        print(f"{PROG}: loading model {name}{f' ({quantize})' if quantize else ''} ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    loaded = qwen_audio.load(name, dtype=dtype, device=device)
+    loaded = qwen_audio.load(name, dtype=dtype, device=device, **({"quantize": quantize} if quantize else {}))
     if not quiet:
         print(f"{PROG}: model loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     return loaded
@@ -104,7 +108,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from .grounding import render_seconds
 
     check_files(args.audio)
-    model, tokenizer = load_model(args.model, args.dtype, args.device, args.quiet)
+    model, tokenizer = load_model(args.model, args.dtype, args.device, args.quiet, args.quantize)
     query = build_query(tokenizer, args.audio, args.question)
     response, _ = model.chat(tokenizer, query, history=None, system=args.system, **generation_options(args))
     shown = response if args.raw else render_seconds(response)
@@ -292,7 +296,7 @@ def _lines(interactive: bool):
 def cmd_chat(args: argparse.Namespace) -> int:
     """An interactive conversation on stdin/stdout."""
     check_files(args.audio)
-    model, tokenizer = load_model(args.model, args.dtype, args.device, args.quiet)
+    model, tokenizer = load_model(args.model, args.dtype, args.device, args.quiet, args.quantize)
     session = ChatSession(model, tokenizer, args)
     interactive = sys.stdin.isatty()
     for path in args.audio:
@@ -457,7 +461,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     check_files([args.file])
     if args.output is not None:
         check_output(args.output, args.file)
-    model, tokenizer = load_model(args.model, args.dtype, args.device, args.quiet)
+    model, tokenizer = load_model(args.model, args.dtype, args.device, args.quiet, args.quantize)
     stream = model.transcribe_stream(tokenizer, args.file, language=args.language, timestamps=args.timestamps,
                                      task=args.task, target=args.target, progress=not args.quiet,
                                      **generation_options(args))
@@ -482,7 +486,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from .server import ServerConfig, create_app
+        from .server.app import ServerConfig, create_app
     except ImportError as e:
         raise QwenAudioError(f"serving needs the server extras: pip install 'qwen-audio[server]' ({e})") from None
     api_key = args.api_key or os.environ.get("QWEN_AUDIO_API_KEY") or None
@@ -492,7 +496,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(model_name=name, api_key=api_key, allow_urls=args.allow_urls,
                           max_body_bytes=int(args.max_body_mb * (1 << 20)), max_audio_seconds=args.max_audio_seconds,
                           timeout_s=args.timeout, max_active=args.max_active, max_queue=args.max_queue)
-    model, _ = load_model(args.model, args.dtype, args.device, args.quiet)
+    model, _ = load_model(args.model, args.dtype, args.device, args.quiet, args.quantize)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     if not loopback and api_key is None:
@@ -506,6 +510,59 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- batch and eval ---------------------------------------------------------------------------------------
+
+
+def batch_options(args: argparse.Namespace, defaults: dict) -> dict:
+    """Generation options of a batch or eval run: `defaults` (greedy, ...) with the flags given."""
+    return {**defaults, **generation_options(args)}
+
+
+def load_options(args: argparse.Namespace) -> dict:
+    """`qwen_audio.load` keyword arguments given on the command line (each Ray actor loads with them too)."""
+    given = {"dtype": args.dtype, "device": args.device, "quantize": args.quantize}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Answer every row of a manifest into a JSON-lines file; resumable (see qwen_audio.batch)."""
+    from .batch import BATCH_DEFAULTS, run_batch
+
+    summary = run_batch(args.manifest, args.out, args.model, workers=args.workers, ray=args.ray,
+                        options=batch_options(args, BATCH_DEFAULTS), load_options=load_options(args),
+                        gpus_per_worker=args.gpus_per_worker, progress=not args.quiet)
+    if not args.quiet:
+        errors = f", {summary.errors} of them errors" if summary.errors else ""
+        before = f"; {summary.skipped} were there already" if summary.skipped else ""
+        print(f"{PROG}: wrote {summary.done} rows to {args.out}{errors}{before} ({summary.seconds:.1f} s)",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run and score an evaluation task; the markdown table on stdout, the reports in --out."""
+    from .eval import EVAL_DEFAULTS, evaluate
+
+    report = evaluate(args.task, args.manifest, args.model, out_dir=args.out, ray=args.ray, workers=args.workers,
+                      options=batch_options(args, EVAL_DEFAULTS), load_options=load_options(args),
+                      gpus_per_worker=args.gpus_per_worker, progress=not args.quiet)
+    print(report.markdown(), end="")
+    if not args.quiet:
+        folder = os.path.dirname(report.results)
+        print(f"{PROG}: reports in {os.path.join(folder, 'report.json')} and report.md ({report.seconds:.1f} s)",
+              file=sys.stderr)
+    return 0
+
+
+def _scale(p: argparse.ArgumentParser) -> None:
+    """Where rows run: flags shared by batch and eval."""
+    p.add_argument("--ray", metavar="auto|ADDRESS", help="run on Ray: 'auto' joins the cluster on this machine or "
+                   "starts one; ADDRESS joins that cluster (default: a worker pool here)")
+    p.add_argument("--workers", type=int, help="threads here (default: the cores, at most 4), or Ray actors "
+                   "(default: one per CPU, or per --gpus-per-worker GPUs)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each Ray actor takes (default: 0, CPUs)")
+
+
 # ---- arguments ------------------------------------------------------------------------------------------
 
 
@@ -517,6 +574,7 @@ def _common(p: argparse.ArgumentParser, chat: bool = True) -> None:
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights dtype (default: the checkpoint's)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="int8 or int4 weights on a CPU (a checkpoint's model)")
     if chat:
         p.add_argument("--system", default=DEFAULT_SYSTEM, help="system message (default: %(default)r)")
         p.add_argument("--raw", action="store_true", help="show timestamps as tokens (<|2.33|>), not seconds")
@@ -567,6 +625,30 @@ def build_parser() -> argparse.ArgumentParser:
     _common(tr, chat=False)
     tr.set_defaults(run=cmd_transcribe)
 
+    batch = sub.add_parser("batch", help="answer every row of a manifest (resumable; locally or on Ray)",
+                           description="Answer each manifest row ({id, audio, question}, {id, messages} or {id, audio, "
+                                       "task: transcribe|translate}) into OUT, one JSON line per row. A rerun skips "
+                                       "the ids already in OUT. Greedy unless --sample.")
+    batch.add_argument("manifest", help="JSON lines, one row per line, each with a unique id")
+    batch.add_argument("--out", required=True, metavar="OUT", help="the results file (JSON lines; appended to)")
+    _scale(batch)
+    _common(batch, chat=False)
+    batch.set_defaults(run=cmd_batch)
+
+    from .eval import ALL, TASKS
+
+    ev = sub.add_parser("eval", help="evaluate a model on a manifest (ASR, translation, classification, ...)",
+                        description="Run and score TASK on a manifest's rows: a markdown table on stdout, "
+                                    "results.jsonl, report.json and report.md in --out. Greedy, 256 new tokens "
+                                    "at most, unless flags say otherwise.")
+    ev.add_argument("task", choices=[*TASKS, ALL], help="the task (all: each row names its own)")
+    ev.add_argument("--manifest", required=True, help="JSON lines; row formats in qwen_audio.eval.tasks")
+    ev.add_argument("--out", metavar="DIR", help="where results and reports go (default: eval-TASK-MODEL); "
+                    "a rerun resumes from DIR/results.jsonl")
+    _scale(ev)
+    _common(ev, chat=False)
+    ev.set_defaults(run=cmd_eval)
+
     serve = sub.add_parser("serve", help="serve the OpenAI-compatible API and a web page",
                            description="Serve /v1/chat/completions, /v1/audio/transcriptions, /v1/audio/translations, "
                                        "/v1/models, /health and a web page at /.")
@@ -585,6 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
                        help="weights dtype (default: the checkpoint's)")
     serve.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    serve.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="int8 or int4 weights on a CPU (a checkpoint's model)")
     serve.add_argument("-q", "--quiet", action="store_true", help="no loading messages or request lines")
     serve.set_defaults(run=cmd_serve)
     return parser
