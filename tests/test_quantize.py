@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import qwen_audio
 from qwen_audio.quantize import (
+    DENSE_ROWS,
     QuantEmbedding,
     Quantization,
     QuantLinear,
@@ -54,7 +55,8 @@ def test_quant_linear_computes_with_its_dequantized_weight(bits, dtype, rows):
     y = layer(x.to(dtype))
     ref = F.linear(x.float(), layer.dequantize(torch.float32), b)
     assert y.shape == (2, rows, 128) and y.dtype == dtype
-    tol = 1e-4 if dtype == torch.float32 else 0.05
+    # Few rows go through the packed kernels, which compute in bfloat16 whatever x's dtype.
+    tol = 1e-4 if dtype == torch.float32 and rows >= DENSE_ROWS else 0.05
     assert (y.float() - ref).abs().max() <= tol * ref.abs().max()
     exact = F.linear(x.float(), w, b)  # and the dequantized weight is close to the original
     assert F.cosine_similarity(ref.flatten(), exact.flatten(), dim=0) > (0.9999 if bits == 8 else 0.995)
