@@ -38,6 +38,6 @@ __all__ = [
     "AudioTruncatedWarning", "AutoModelForCausalLM", "AutoTokenizer", "Backend", "ChatStream", "CheckpointError",
     "Clip", "DeviceError", "EmptyAudioError", "Engine", "EngineConfig", "GenerationConfig", "Message", "ModelConfig",
     "ModelNotFoundError", "NonFiniteError", "OptionError", "PromptError", "QwenAudioError", "QwenAudioForCausalLM",
-    "QwenTokenizer", "Segment", "SlowPathWarning", "Text", "TokenizerError", "Transcript", "TranscriptStream", "TurnStats", "Word",
-    "load", "load_audio", "load_clip",
+    "QwenTokenizer", "Segment", "SlowPathWarning", "Text", "TokenizerError", "Transcript", "TranscriptStream",
+    "TurnStats", "Word", "load", "load_audio", "load_clip",
 ]

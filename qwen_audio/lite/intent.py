@@ -1,7 +1,11 @@
-"""Intent routing: what a question asks for, from its text alone (English keywords and quotes).
+"""Intent routing: what a question asks for, from its text alone, in English or Chinese.
 
-`route(question)` returns an `Intent`; `clip_refs(question, n)` says which of the n clips in play
-a question points at ("the first audio", "audio 2"); both are pure functions of strings.
+`route(question)` scores every intent by weighted cues (English words and Chinese phrases) and
+returns the best as an `Intent`; a question no cue matches is OPEN (the LLM answers it, in any
+language). A quoted phrase with a time or find cue is GROUND. `clip_refs(question, n)` says which
+of the n clips a question points at ("the first audio", "audio 2", "第二段音频"); `mentioned_sounds`
+which named sounds it asks about. All are pure functions of strings; accuracy on a written
+question set is measured in tests/test_lite_intent.py and benchmarks/lite_events.py.
 """
 
 from __future__ import annotations
@@ -9,34 +13,60 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Ordered: the first kind whose pattern matches wins (grounding before transcription, because
-# "find the word ... in the speech" also mentions speech).
 GROUND = "ground"  # times of a quoted word or phrase
+WHEN = "when"  # times of a sound event ("when does the glass break?"), else of the words asked about
 PERSON = "person"  # find a person's name, with its times
 TRANSLATE = "translate"  # the speech in English
 LANGUAGE = "language"  # which language is spoken
-EMOTION = "emotion"  # the lite model cannot tell
-SPEAKER = "speaker"  # gender, age, who: cannot tell
-SOUND = "sound"  # instruments, music, sound events: cannot tell beyond speech / no speech
+EMOTION = "emotion"  # voice cues, compared across clips; no emotion label is claimed
+SPEAKER = "speaker"  # gender / age: the measured pitch, stated as such
+INSTRUMENT = "instrument"  # which instruments play
+MUSIC = "music"  # is there music, and what kind (instrument, genre and mood tags)
+SOUND = "sound"  # what is it: speech, music, or named sound events with times
 DESCRIBE = "describe"  # transcription in the tutorial's "The speech is of ..." style
-OPEN = "open"  # anything else: the small LLM with the transcripts as context
+OPEN = "open"  # anything else: the LLM, told the clips' reports
 
-_QUOTED = re.compile(r"[\"“”«»'‘’]([^\"“”«»]+?)[\"“”«»'‘’](?:\s|$|[?.!,])")
-_PATTERNS = [
-    # Requests to write or advise are open questions even when they also say "recognize the sound".
-    (OPEN, r"\bstory\b|\bsuggest|\badvi[cs]e\b|\bwhat should\b|\brecommend|\bpoem\b|\bsummari[sz]e\b|\bexplain\b"),
-    (PERSON, r"\bperson(?:'s)? name\b|\bname of (?:the|a|any) person\b|\bwho is (?:mentioned|named)\b|\bwhat name\b"),
-    (TRANSLATE, r"\btranslat"),
-    (LANGUAGE, r"\b(?:what|which) (?:language|languages|dialect)\b|\blanguage (?:is|was) (?:it|this|spoken|used)\b"
-               r"|\bidentify the language\b"),
-    (EMOTION, r"\bemotion|\bmood\b|\bfeel(?:ing|s)?\b|\bhappy\b|\bsad\b|\bangry\b|\btone of voice\b|\bsentiment\b"),
-    (SPEAKER, r"\bgender\b|\bhow old\b|\bage of\b|\bmale or female\b|\bman or (?:a )?woman\b|\bwho is speaking\b|\bspeaker\b"),
-    (SOUND, r"\binstrument|\bgenre\b|\bmusic\b|\bwhat (?:kind of )?sound (?:effect|event)"),
-    (DESCRIBE, r"\brecogni[sz]e\b|\btranscri|\bwhat (?:is|was) (?:that|this|the) (?:sound|audio|speech|clip)\b|\bwhat is it\b"
-               r"|\bwhat (?:do|did|does) (?:you|he|she|they|it|the(?: \w+){1,2}) (?:hear|say)|\bwhat (?:is|was) (?:said|spoken)\b"
-               r"|\bwhat(?:'s| is) in (?:the|this) audio\b|\bcontent of\b|\bdescribe the (?:audio|speech|sound|clip)"),
+# (intent, weight, pattern). Scores add up per intent; the highest wins, ties go to the earlier
+# intent in PRIORITY. English patterns are matched on the lower-cased question.
+_CUES: list[tuple[str, float, str]] = [
+    (OPEN, 3.0, r"\bstor(?:y|ies)\b|\bpoem\b|\bsuggest|\badvi[cs]e\b|\bwhat should\b|\bhow (?:should|can|do) (?:i|we|the user)\b"
+                r"|\bhandl(?:e|ing)\b|\brecommend|\bsummari[sz]e\b|\bexplain\b|\bimagine\b|\bwhy\b|\bin detail\b"
+                r"|\bwrite\b|\bcompose\b|\bscene\b|\bguess\b|\bwhere (?:is|was|might) (?:this|it|the)\b"
+                r"|\bwho (?:might|could|would)\b|\bwhat (?:might|could|would)\b|\bmeaning\b|\bopinion\b|\bthink\b"),
+    (OPEN, 3.0, r"写|故事|建议|推荐|怎么办|应该|如何处理|怎么处理|总结|概括|解释|为什么|想象|诗|场景|猜"),
+    (PERSON, 3.0, r"\bperson(?:'s)? name\b|\bname of (?:the|a|any) person\b|\bwho is (?:mentioned|named)\b|\bwhat names?\b"
+                  r"|\bnames? (?:is|are) mentioned\b|人名|名字"),
+    (TRANSLATE, 3.0, r"\btranslat|\bin english\b|翻译|译成|译为|用英语|英文怎么说"),
+    (LANGUAGE, 3.0, r"\b(?:what|which) (?:language|languages|dialect)\b|\blanguage (?:is|was) (?:it|this|spoken|used)\b"
+                    r"|\bidentify the language\b|\bwhat is the language\b|语言|语种|方言|哪国话|什么话|哪种话"),
+    (EMOTION, 3.0, r"\bemotion|\bmood\b|\bfeel(?:ing|s)?\b|\bhappy\b|\bsad\b|\bangry\b|\btone\b|\bsentiment\b|\battitude\b"
+                   r"|\bexcited\b|\bcalm\b|\bnervous\b|情绪|情感|心情|语气|开心|高兴|难过|伤心|生气|态度|感情"),
+    (SPEAKER, 3.0, r"\bgender\b|\bhow old\b|\bage of\b|\bmale or female\b|\bman or (?:a )?woman\b|\bboy or (?:a )?girl\b"
+                   r"|\bwho is speaking\b|\bis (?:it|this|the speaker) (?:a )?(?:man|woman|male|female|child)\b"
+                   r"|性别|男的|女的|男人|女人|男声|女声|年龄|几岁|多大"),
+    (SPEAKER, 0.5, r"\bspeaker\b|说话人|说话的人"),
+    (INSTRUMENT, 3.0, r"\binstrument|\bpiano\b|\bguitar\b|\bviolin\b|\bdrums?\b|\bplayed on\b|\bwhat is playing\b"
+                      r"|乐器|钢琴|吉他|小提琴|鼓|演奏"),
+    (MUSIC, 2.0, r"\bmusic|\bgenre\b|\bsong\b|\bmelody\b|\btempo\b|\bbpm\b|\bbeats? per\b|\bstyle\b"
+                 r"|音乐|歌|曲|风格|节奏|旋律|节拍"),
+    (SOUND, 1.5, r"\bsounds?\b|\bnoise\b|\bwhat is (?:it|this|that)\b|\bwhat's (?:it|this|that)\b|\bwhat happened\b"
+                 r"|\bhear\b|\bheard\b"
+                 r"|\baudio events?\b|\bwhat is in (?:the|this) (?:audio|clip|recording)\b|\bdescribe the (?:audio|sound|clip)\b"
+                 r"|\bis there\b|\bare there\b|声音|什么声|听到|听见|发生了什么|这是什么|是什么|有没有|有什么"),
+    (DESCRIBE, 2.0, r"\brecogni[sz]e\b|\btranscri|\bsaying\b|\bsays?\b|\bsaid\b|\bspoken\b|\bspeech\b|\bwords\b"
+                    r"|\btalk(?:ing)?\b"
+                    r"|\bcontent of\b|\bwhat (?:do|did|does) (?:you|he|she|they|it|the(?: \w+){1,2}) (?:hear|say)"
+                    r"|说了什么|说什么|讲了什么|讲什么|内容|识别|转写|听写|讲的是|说的是|说了啥|说啥"),
+    (WHEN, 2.0, r"\bwhen\b|\bwhat time\b|\bat what point\b|\btimestamps?\b|\bstart(?:s|ing)? (?:time|at)\b"
+                r"|\bend(?:s|ing)? (?:time|at)\b"
+                r"|\bfind\b|\blocate\b|\bwhere\b|\bseconds\b|\bhow long\b"
+                r"|什么时候|何时|时间|开始|结束|哪里|在哪|位置|找出|找到|定位|几秒|多久"),
 ]
-_GROUND_WORDS = re.compile(r"\b(?:find|locate|where|when|start|end|timestamp|time|times|position|grounding|seconds?)\b", re.I)
+PRIORITY = [GROUND, PERSON, TRANSLATE, LANGUAGE, EMOTION, SPEAKER, OPEN, INSTRUMENT, WHEN, MUSIC, DESCRIBE, SOUND]
+
+_QUOTED = re.compile(r"[\"“”«»「」『』'‘’]([^\"“”«»「」『』]+?)[\"“”«»「」『』'‘’](?:\s|$|[?.!,？。！，的])")
+_GROUND_WORDS = re.compile(r"\b(?:find|locate|where|when|start|end|timestamp|time|times|position|grounding|seconds)\b"
+                           r"|找|时间|开始|结束|哪里|在哪|位置|定位|几秒|什么时候", re.I)
 
 
 @dataclass(frozen=True)
@@ -45,33 +75,99 @@ class Intent:
     phrase: str | None = None  # the word or phrase to ground (GROUND only)
 
 
+def scores(question: str) -> dict[str, float]:
+    """Each intent's cue score for `question` (for tests and the benchmark's confusion table)."""
+    low = question.lower()
+    out: dict[str, float] = {}
+    for kind, weight, pattern in _CUES:
+        if re.search(pattern, low):
+            out[kind] = out.get(kind, 0.0) + weight
+    return out
+
+
 def route(question: str) -> Intent:
     """Classify one question (audio tags already removed)."""
     q = question.strip()
     quoted = _QUOTED.search(q + " ")
     if quoted and _GROUND_WORDS.search(q):
         return Intent(GROUND, quoted.group(1).strip())
-    m = re.search(r"\b(?:find|locate) the (?:word|phrase)s?\s+([\w'’-]+(?:\s+[\w'’-]+)?)\s*$", q, re.I)
+    m = re.search(r"\b(?:find|locate) the (?:word|phrase)s?\s+([\w'’-]+(?:\s+[\w'’-]+)?)\s*[?.!]?$", q, re.I)
     if m:  # unquoted: 'find the word companionless'
         return Intent(GROUND, m.group(1))
-    low = q.lower()
-    for kind, pattern in _PATTERNS:
-        if re.search(pattern, low):
-            return Intent(kind)
-    return Intent(OPEN)
+    s = scores(q)
+    if not s:
+        return Intent(OPEN)
+    best = max(s.values())
+    kind = next(k for k in PRIORITY if s.get(k) == best)
+    return Intent(kind)
 
 
 _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "last": -1, "1st": 1, "2nd": 2, "3rd": 3}
+_ZH_ORDINALS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "1": 1, "2": 2, "3": 3, "4": 4, "5": 5}
 
 
 def clip_refs(question: str, n: int) -> list[int]:
     """0-based indices of the clips (of `n` in play) that `question` names; all of them if none."""
     low = question.lower()
     picked = []
-    for m in re.finditer(r"\b(first|second|third|fourth|fifth|last|1st|2nd|3rd)\s+(?:audio|clip|recording|one)\b", low):
+    for m in re.finditer(r"\b(first|second|third|fourth|fifth|last|1st|2nd|3rd)\s+(?:audio|clip|recording|one|sound)\b", low):
         k = _ORDINALS[m.group(1)]
         picked.append(n - 1 if k == -1 else k - 1)
     for m in re.finditer(r"\b(?:audio|clip)\s*#?(\d+)\b", low):
         picked.append(int(m.group(1)) - 1)
+    for m in re.finditer(r"第([一二两三四五1-5])(?:段|个|条)", question):
+        picked.append(_ZH_ORDINALS[m.group(1)] - 1)
+    if re.search(r"最后一(?:段|个|条)", question):
+        picked.append(n - 1)
     picked = [i for i in dict.fromkeys(picked) if 0 <= i < n]
     return picked or list(range(n))
+
+
+# Words a question may use for a sound group (report.GROUPS names); English stems and Chinese.
+SOUND_WORDS: dict[str, str] = {
+    "breaking glass": r"\bglass|\bshatter|\bbreak|玻璃|碎",
+    "a dog barking": r"\bdogs?\b|\bbark|狗|犬",
+    "a cat": r"\bcats?\b|\bmeow|猫",
+    "birdsong": r"\bbirds?\b|\bchirp|鸟",
+    "rain": r"\brain|下雨|雨声",
+    "thunder": r"\bthunder|雷",
+    "running water": r"\bwater\b|\bstream\b|\bpour|水",
+    "ocean waves": r"\bocean|\bwaves?\b|\bsea\b|海浪|海",
+    "wind": r"\bwind\b|风",
+    "a siren": r"\bsiren|警笛",
+    "an alarm": r"\balarm|警报|闹钟",
+    "a telephone ringing": r"\bphone|\bring(?:s|ing)?\b|电话|铃",
+    "a doorbell": r"\bdoorbell|门铃",
+    "knocking": r"\bknock|敲门|敲",
+    "a door": r"\bdoors?\b|门",
+    "a car horn": r"\bhorn|\bhonk|喇叭",
+    "a car": r"\bcars?\b|汽车|车",
+    "a train": r"\btrain|火车",
+    "an aircraft": r"\bplane|\baircraft|\bhelicopter|飞机",
+    "an engine": r"\bengine|发动机|引擎",
+    "footsteps": r"\bfootsteps?|\bsteps\b|\bwalking|脚步",
+    "applause": r"\bapplause|\bclapping|掌声|鼓掌",
+    "an explosion": r"\bexplosion|\bexplode|爆炸",
+    "gunshots": r"\bgun|\bshots?\b|枪",
+    "fireworks": r"\bfireworks?|烟花|鞭炮",
+    "typing": r"\btyping|\bkeyboard typing|打字",
+    "a clock ticking": r"\bclock|\bticking|钟",
+    "laughter": r"\blaugh|笑",
+    "crying": r"\bcry|\bcries|\bsob|哭",
+    "a sigh": r"\bsigh|叹气",
+    "singing": r"\bsing|\bsung\b|唱",
+    "coughing": r"\bcough|咳",
+    "screaming": r"\bscream|尖叫",
+    "shouting": r"\bshout|\byell|喊",
+    "a pure tone": r"\btone\b|\bbeep|\bsine\b|音调|蜂鸣",
+    "piano": r"\bpiano|钢琴",
+    "guitar": r"\bguitar|吉他",
+    "violin": r"\bviolin|小提琴",
+    "drums": r"\bdrums?\b|鼓",
+}
+
+
+def mentioned_sounds(question: str) -> list[str]:
+    """Names of the report's sound groups that `question` asks about, in SOUND_WORDS order."""
+    low = question.lower()
+    return [name for name, pattern in SOUND_WORDS.items() if re.search(pattern, low)]

