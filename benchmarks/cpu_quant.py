@@ -129,6 +129,56 @@ print(json.dumps(r))
 """
 
 
+SAVED = r"""
+import sys, time
+sys.path.insert(0, {bench!r})
+from common import peak_rss_gib
+import qwen_audio
+src, dst, step = sys.argv[1], sys.argv[2], sys.argv[3]
+t = time.perf_counter()
+if step == "save":
+    model, _ = qwen_audio.load(src, quantize="int8")
+    model.save_quantized(dst)
+else:
+    model, tok = qwen_audio.load(dst)
+    model.chat(tok, "Hello", None, do_sample=False, max_new_tokens=2)
+print(time.perf_counter() - t, peak_rss_gib())
+"""
+
+
+def saved_int8() -> tuple[float, float, float]:
+    """(seconds to quantize and save, seconds to load the saved int8 folder and answer, its peak GiB)."""
+    dst = Path(tempfile.gettempdir()) / "qwen-audio-7b-random-int8"
+    code = SAVED.format(bench=str(Path(__file__).parent))
+    runs = []
+    for step in ("save", "load"):
+        out = subprocess.run([sys.executable, "-c", code, str(FOLDER), str(dst), step], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"saved int8 ({step}) failed:\n{out.stderr[-3000:]}")
+        runs.append([float(x) for x in out.stdout.split()])
+    return runs[0][0], runs[1][0], runs[1][1]
+
+
+def goldens_int8() -> tuple[int, int]:
+    """How many of the published greedy answers on the tiny checkpoint its int8 form gives word for word."""
+    from common import TINY
+
+    import qwen_audio
+
+    goldens = json.loads((TINY / "goldens.json").read_text())
+    model, tok = qwen_audio.load(TINY, dtype=torch.float32, quantize="int8")
+    same = total = 0
+    for c in goldens["chat"]:
+        history = []
+        for turn in c["turns"]:
+            items = [{"audio": str(AUDIO / it["audio"])} if "audio" in it else it for it in turn["items"]]
+            query = tok.from_list_format(items)
+            response, _ = model.chat(tok, query, history, do_sample=False, max_new_tokens=12)
+            same, total = same + (response == turn["greedy_response"]), total + 1
+            history.append((query, turn["greedy_response"]))
+    return same, total
+
+
 def weight_bytes_per_token(mode: str) -> float:
     """Bytes of weights one decode step reads: every LLM linear and the output head (embedding rows: ~0)."""
     from qwen_audio.config import ModelConfig
@@ -159,7 +209,7 @@ def main() -> None:
           + ("; held to AVX2 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA)" if args.avx2 else ""))
     k = kernels()
     print(f"memory read: {k['read_GBps']:.1f} GB/s; 4096x11008 matrix-vector product, ms (weights from memory): "
-          f"fp32 {k['fp32_ms']:.2f}, bf16 {k['bf16_ms']:.2f}, int8 {k['int8_bf16_act_ms']:.2f} (fp32 activations "
+          f"fp32 {k['fp32_ms']:.2f}, bf16 {k['bf16_ms']:.2f}, int8 {k['int8_bf16_act_ms']:.2f} (from float32 inputs "
           f"{k['int8_fp32_act_ms']:.2f}), int4 {k['int4_bf16_act_ms']:.2f} ({k['int4_fp32_act_ms']:.2f})", flush=True)
     code = CASE.format(bench=str(Path(__file__).parent), music=str(AUDIO / "music.wav"),
                        flac=str(AUDIO / "1272-128104-0000.flac"))
@@ -195,6 +245,12 @@ def main() -> None:
             agree = (a.argmax(-1) == b.argmax(-1)).mean()
             print(f"quality {mode} vs bf16 over {len(a)} teacher-forced positions: logits cosine min {cos.min():.4f} "
                   f"mean {cos.mean():.4f}; top-1 agreement {100 * agree:.0f} %")
+    same, total = goldens_int8()
+    print(f"greedy answers of the shared goldens (tiny checkpoint, float32 compute) unchanged in int8: {same}/{total}")
+    if "int8" in results:
+        save_s, load_s, peak = saved_int8()
+        print(f"int8 saved once (quantize + write): {save_s:.0f} s; the saved folder loads and answers in {load_s:.1f} s, "
+              f"peak {peak:.1f} GiB")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
+import os
 import re
 import shutil
 from pathlib import Path
@@ -119,17 +122,22 @@ def storage_dtype(folder: Path) -> torch.dtype:
     return next(iter(state.values())).dtype
 
 
-def _tensors(folder: Path, kind: str, weight_map: dict[str, str]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(key, tensor) of every stored weight, memory-mapped, shard by shard."""
+def _tensors(folder: Path, kind: str, weight_map: dict[str, str],
+             release: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+    """(key, tensor) of every stored weight, memory-mapped, shard by shard; with `release`, each tensor's
+    pages leave this process's memory once the caller has taken what it needs (see `_drop_pages`)."""
     for shard in sorted(set(weight_map.values())):
         path = folder / shard
         if kind == "safetensors":
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt", device="cpu") as f:
+                mapped = _mapped_ranges(path) if release else []
                 for key in f.keys():
                     if not _ignored(key):
-                        yield key, f.get_tensor(key)
+                        t = f.get_tensor(key)
+                        yield key, t
+                        _drop_pages(t, mapped)
         else:
             shard_state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             for key, t in shard_state.items():
@@ -150,6 +158,34 @@ def saved_quantization(folder: Path) -> Quantization | None:
     if not isinstance(d, dict) or d.get("format") != "qwen-audio-quantized" or d.get("bits") not in (4, 8):
         raise CheckpointError(f"{path}: not a qwen-audio quantization record")
     return Quantization(d["bits"], d.get("group_size", 64))
+
+
+MADV_DONTNEED = 4  # Linux: drop these pages from the process (a private file mapping re-reads the file)
+
+
+def _mapped_ranges(path: Path) -> list[tuple[int, int]]:
+    """Address ranges where this process maps `path` (Linux; empty elsewhere)."""
+    target = os.path.realpath(path)
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as f:
+            lines = [line.split(maxsplit=5) for line in f]
+    except OSError:
+        return []
+    return [tuple(int(x, 16) for x in parts[0].split("-")) for parts in lines
+            if len(parts) == 6 and parts[5].strip() == target]
+
+
+def _drop_pages(t: torch.Tensor, mapped: list[tuple[int, int]]) -> None:
+    """Once a memory-mapped tensor has been read, let its pages go from this process's resident memory: a
+    quantized load then peaks near the quantized size, not that plus every shard read so far. Only for
+    tensors inside a file mapping (the file stays in the page cache); anything else is left alone."""
+    start = t.data_ptr()
+    end = start + t.numel() * t.element_size()
+    if not any(a <= start and end <= b for a, b in mapped):
+        return
+    page = mmap.PAGESIZE
+    first, last = start - start % page, -(-end // page) * page
+    ctypes.CDLL(None).madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), MADV_DONTNEED)
 
 
 def load_weights(model: nn.Module, folder: str | Path, *, dtype: torch.dtype, device: torch.device | str,
@@ -179,7 +215,7 @@ def load_weights(model: nn.Module, folder: str | Path, *, dtype: torch.dtype, de
     else:
         if saved is None:
             quantize_modules(model, quantization, dtype)
-        for key, t in _tensors(folder, kind, weight_map):
+        for key, t in _tensors(folder, kind, weight_map, release=saved is None):
             path, _, name = key.rpartition(".")
             module = model.get_submodule(path)
             quantized = isinstance(module, (QuantLinear, QuantEmbedding))

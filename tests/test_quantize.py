@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import qwen_audio
 from qwen_audio.quantize import (
-    DENSE_ROWS,
+    PACKED_ROWS,
     QuantEmbedding,
     Quantization,
     QuantLinear,
@@ -45,7 +45,7 @@ def test_int4_rounds_each_group_to_within_half_a_step_and_the_packing_is_underst
 
 @pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rows", [1, 3, 40])  # the packed kernel (few rows) and the dense product (many)
+@pytest.mark.parametrize("rows", [1, 40, 200])  # the packed kernel (few rows) and the dense product (many)
 def test_quant_linear_computes_with_its_dequantized_weight(bits, dtype, rows):
     g = torch.Generator().manual_seed(2)
     w, b, x = torch.randn(128, 256, generator=g) * 0.05, torch.randn(128, generator=g), torch.randn(2, rows, 256, generator=g)
@@ -56,7 +56,7 @@ def test_quant_linear_computes_with_its_dequantized_weight(bits, dtype, rows):
     ref = F.linear(x.float(), layer.dequantize(torch.float32), b)
     assert y.shape == (2, rows, 128) and y.dtype == dtype
     # Few rows go through the packed kernels, which compute in bfloat16 whatever x's dtype.
-    tol = 1e-4 if dtype == torch.float32 and rows >= DENSE_ROWS else 0.05
+    tol = 1e-4 if dtype == torch.float32 and rows > PACKED_ROWS[bits] else 0.05
     assert (y.float() - ref).abs().max() <= tol * ref.abs().max()
     exact = F.linear(x.float(), w, b)  # and the dequantized weight is close to the original
     assert F.cosine_similarity(ref.flatten(), exact.flatten(), dim=0) > (0.9999 if bits == 8 else 0.995)
@@ -150,20 +150,31 @@ def test_a_saved_quantized_checkpoint_loads_as_it_was(wide, tmp_path, spec):
         qwen_audio.load(wide)[0].save_quantized(tmp_path / "float")
 
 
-def test_goldens_in_int8_greedy(goldens):
-    """The published greedy answers on the tiny checkpoint, answered by its int8 form: counted, and nearly all equal."""
+def test_goldens_in_int8(goldens):
+    """The published last-position logits of every golden chat turn, against the tiny checkpoint in int8:
+    close, with the published choice among int8's top few. (How many greedy answers stay equal is a
+    report: benchmarks/cpu_quant.py prints it.)"""
     need_shared()
+    import numpy as np
+
+    from qwen_audio.messages import tutorial_conversation
+    from qwen_audio.tokenizer import DEFAULT_SYSTEM, chat_prompt
+
     model, tok = qwen_audio.load(TINY, dtype=torch.float32, quantize="int8")
-    same = total = 0
-    for c in goldens[0]["chat"]:
-        history = None
+    g, z = goldens
+    for c in g["chat"]:
+        history = []
         for turn in c["turns"]:
-            response, history = model.chat(tok, golden_query(tok, turn["items"]), history, do_sample=False,
-                                           max_new_tokens=12)
-            same += response == turn["greedy_response"]
-            total += 1
-            history[-1] = (history[-1][0], turn["greedy_response"])  # go on from the published answer
-    assert total == 6 and same >= 5, f"{same}/{total} answers equal"
+            query = golden_query(tok, turn["items"])
+            prompt = chat_prompt(tok, tutorial_conversation(query, history, DEFAULT_SYSTEM), model.engine.span)
+            feats, _ = model.engine.encode(prompt.clips)
+            with torch.inference_mode():
+                logits = model(torch.tensor([prompt.ids]), audio=feats, last_only=True)[0, -1].numpy()
+            ref = z[turn["last_logits"]]
+            cos = float(logits @ ref / (np.linalg.norm(logits) * np.linalg.norm(ref)))
+            assert cos > 0.999, cos
+            assert int(ref.argmax()) in np.argsort(-logits)[:3]
+            history.append((query, turn["greedy_response"]))
 
 
 def test_bad_quantize_requests():
