@@ -178,7 +178,8 @@ def _mapped_ranges(path: Path) -> list[tuple[int, int]]:
 def _drop_pages(t: torch.Tensor, mapped: list[tuple[int, int]]) -> None:
     """Once a memory-mapped tensor has been read, let its pages go from this process's resident memory: a
     quantized load then peaks near the quantized size, not that plus every shard read so far. Only for
-    tensors inside a file mapping (the file stays in the page cache); anything else is left alone."""
+    tensors inside a file mapping (the file stays in the page cache); anything else is left alone. A
+    tensor kept as a view of the mapping (a saved int8 weight) reads its pages back when first used."""
     start = t.data_ptr()
     end = start + t.numel() * t.element_size()
     if not any(a <= start and end <= b for a, b in mapped):
@@ -215,7 +216,7 @@ def load_weights(model: nn.Module, folder: str | Path, *, dtype: torch.dtype, de
     else:
         if saved is None:
             quantize_modules(model, quantization, dtype)
-        for key, t in _tensors(folder, kind, weight_map, release=saved is None):
+        for key, t in _tensors(folder, kind, weight_map, release=True):
             path, _, name = key.rpartition(".")
             module = model.get_submodule(path)
             quantized = isinstance(module, (QuantLinear, QuantEmbedding))
