@@ -174,8 +174,6 @@ class AudioReader:
 
 def _convert_array(array: np.ndarray, sample_rate: int, name: str) -> np.ndarray:
     """Down-mix and resample an in-memory array with the same libswresample path as files."""
-    import av
-
     array = np.asarray(array)
     if array.ndim == 1:
         array = array[:, None]
@@ -186,6 +184,9 @@ def _convert_array(array: np.ndarray, sample_rate: int, name: str) -> np.ndarray
     n, channels = array.shape
     if n == 0:
         return np.zeros(0, dtype=np.int16)
+    if array.dtype == np.int16 and channels == 1 and sample_rate == SAMPLE_RATE:
+        return array[:, 0].copy()  # already what the model hears: libswresample would copy it unchanged
+    import av  # lazily: only converting needs it
     if array.dtype == np.int16:
         fmt, planar = "s16p", np.ascontiguousarray(array.T)
     elif array.dtype.kind in "iuf":

@@ -43,6 +43,7 @@ class EngineConfig:
     feature_bytes: int = 256 << 20  # encoder outputs (6 MB per 30 s clip for the 7B model in bfloat16)
     clip_bytes: int = 256 << 20  # decoded clips and log-mels (3 MB per 30 s clip)
     reuse: bool = True  # False: every prompt is computed from scratch (the published way)
+    cuda_graphs: bool = True  # on a CUDA device, replay each answer's decode step as a CUDA graph
 
 
 class FeatureStore:
@@ -314,7 +315,7 @@ class Engine:
             steps = generate(model, torch.tensor([ids[n:]], device=model.device), cfg, stop, cache=prefix.cache,
                              start=n, audio=[f for (s, _, _), f in zip(p.spans, p.audio) if s >= n],
                              alpha=[p.alpha], seen=torch.tensor([ids], device=model.device),
-                             max_new_tokens=p.max_new_tokens)
+                             max_new_tokens=p.max_new_tokens, graphs=self.config.cuda_graphs)
             for t in steps:
                 held = len(ids) + len(out)  # the tokens before this one have been fed
                 out.append(int(t[0]))
@@ -341,7 +342,7 @@ class Engine:
         cache = model.new_cache(len(rows), width + steps)
         out = [t.tolist() for t in generate(model, tokens, cfg, stop, cache=cache, pad=pad, max_new_tokens=steps,
                                             audio=[f for p in prepared for f in p.audio],
-                                            alpha=[p.alpha for p in prepared])]
+                                            alpha=[p.alpha for p in prepared], graphs=self.config.cuda_graphs)]
         answers = []
         for b, p in enumerate(prepared):
             answer, _ = finish([s[b] for s in out][: p.max_new_tokens], stop)
@@ -361,7 +362,7 @@ class Engine:
         cache = model.new_cache(1, len(ids) + steps)
         out = []
         for t in generate(model, torch.tensor([ids], device=model.device), cfg, stop, cache=cache, audio=audio,
-                          alpha=[self.alpha(len(ids))], max_new_tokens=steps):
+                          alpha=[self.alpha(len(ids))], max_new_tokens=steps, graphs=self.config.cuda_graphs):
             if int(t[0]) in stop:
                 break
             out.append(int(t[0]))

@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import codecs
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
+from . import cuda
 from .errors import NonFiniteError
 from .llm import KVCache, QwenAudioLM
 from .options import GenerationConfig
@@ -72,12 +73,13 @@ def prefill(model: QwenAudioLM, tokens: torch.Tensor, start: int, cache: KVCache
     return logits
 
 
-def decode_one_token(model: QwenAudioLM, token: torch.Tensor, pos: int, cache: KVCache, *, pad=None, alpha=None,
-                     step: int = 0) -> torch.Tensor:
-    """Feed one token per row, token [B], at cache column `pos`; returns the next logits [B, V]."""
-    logits = model(token[:, None], pos, cache, pad=pad, alpha=alpha)[:, -1]
-    check_finite(model, logits, step)
-    return logits
+def decode_step(model: QwenAudioLM, cache: KVCache, pos: int, steps: int, *, batch: int, pad=None, alpha=None,
+                graphs: bool = True) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """`step(token [B], pos) -> logits [B, V]` for one answer: on a CUDA device a captured graph (when the
+    answer may be long enough to pay for capturing it), elsewhere the model called step by step."""
+    if graphs and model.device.type == "cuda" and steps >= cuda.MIN_STEPS:
+        return cuda.graphed_step(model, cache, pos, batch=batch, pad=pad, alpha=alpha)
+    return lambda token, at: model(token[:, None], at, cache, pad=pad, alpha=alpha)[:, -1]
 
 
 @torch.inference_mode()
@@ -94,12 +96,14 @@ def generate(
     alpha: list[float] | None = None,
     seen: torch.Tensor | None = None,
     max_new_tokens: int | None = None,
+    graphs: bool = True,
 ) -> Iterator[torch.Tensor]:
     """Prefill `tokens` [B, S] at cache columns [start, start + S), then decode; yield the next ids [B] each step.
 
     Stops when every row has produced a stop id or after `max_new_tokens` (default: the options') steps.
     Rows that stopped are fed the pad token; their output is the caller's to ignore. `seen` [B, L] are
-    the ids the repetition penalty looks at (default: `tokens`). The one driver of every answer.
+    the ids the repetition penalty looks at (default: `tokens`). `graphs`: on a CUDA device, replay the
+    decode step as a CUDA graph (see `decode_step`). The one driver of every answer.
     """
     steps = cfg.max_new_tokens if max_new_tokens is None else max_new_tokens
     generator = make_generator(cfg.seed, tokens.device)
@@ -109,6 +113,7 @@ def generate(
     pos = start + tokens.shape[1]
     done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
     stop = torch.tensor(sorted(stop_ids), device=tokens.device)
+    step_logits = None  # made after the first token is out, so capturing a graph never delays it
     for step in range(steps):
         nxt = next_token(logits, seen, cfg, generator)
         nxt = torch.where(done, torch.full_like(nxt, cfg.pad_token_id), nxt)
@@ -117,7 +122,11 @@ def generate(
         if bool(done.all()) or step == steps - 1:
             return
         seen = torch.cat([seen, nxt[:, None]], dim=1)
-        logits = decode_one_token(model, nxt, pos, cache, pad=pad, alpha=alpha, step=step + 1)
+        if step_logits is None:
+            step_logits = decode_step(model, cache, pos, steps, batch=tokens.shape[0], pad=pad, alpha=alpha,
+                                      graphs=graphs)
+        logits = step_logits(nxt, pos)
+        check_finite(model, logits, step + 1)
         pos += 1
 
 

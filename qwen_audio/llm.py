@@ -14,7 +14,7 @@ from torch import nn
 
 from .audio import AudioLength
 from .config import ModelConfig
-from .encoder import AudioEncoder
+from .encoder import AudioEncoder, attention_kernels
 from .errors import PromptError
 
 
@@ -28,14 +28,23 @@ class KVCache:
     """Keys and values of every layer: n_layer x [B, n_head, capacity, head_dim], written in place.
 
     Columns are batch columns (including left padding); `update` writes columns [start, start + S)
-    and returns the columns [0, start + S) that the new queries may see.
+    and returns the columns [0, start + S) that the new queries may see. On a CUDA device the capacity
+    is rounded up to whole blocks of columns, so that later turns usually fit the same tensors and can
+    replay the decode steps captured for them (`steps`, see `qwen_audio.cuda`).
     """
+
+    CUDA_BLOCK = 256  # columns
 
     def __init__(self, n_layer: int, batch: int, n_head: int, head_dim: int, capacity: int,
                  dtype: torch.dtype, device: torch.device | str):
-        shape = (batch, n_head, capacity, head_dim)
+        shape = (batch, n_head, self._round(capacity, torch.device(device)), head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.steps: dict = {}  # decode steps captured as CUDA graphs on these tensors, by (rows, alpha, padding)
+
+    @classmethod
+    def _round(cls, capacity: int, device: torch.device) -> int:
+        return -(-capacity // cls.CUDA_BLOCK) * cls.CUDA_BLOCK if device.type == "cuda" else capacity
 
     @property
     def capacity(self) -> int:
@@ -54,11 +63,17 @@ class KVCache:
         """Keep the contents, make room for `capacity` columns (no-op if there is room)."""
         if capacity <= self.capacity:
             return
-        extra = capacity - self.capacity
+        extra = self._round(capacity, self.k[0].device) - self.capacity
         self.k = [F.pad(t, (0, 0, 0, extra)) for t in self.k]
         self.v = [F.pad(t, (0, 0, 0, extra)) for t in self.v]
+        self.steps.clear()  # they were captured on the old tensors
 
-    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, layer: int, start: int | torch.Tensor, k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(start, torch.Tensor):  # a captured step: its column is data ([1]); every column is seen
+            self.k[layer].index_copy_(2, start, k)
+            self.v[layer].index_copy_(2, start, v)
+            return self.k[layer], self.v[layer]
         end = start + k.shape[2]
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
@@ -95,7 +110,8 @@ class Attention(nn.Module):
         self.c_proj = nn.Linear(cfg.dim, cfg.dim, bias=not cfg.no_bias)
 
     def forward(self, x, rope, logn, mask, cache: KVCache | None, layer: int, start: int) -> torch.Tensor:
-        """x: [B, S, dim]; logn: [B, 1, S, 1] or None; mask: [B, 1, S, K] bool. Returns [B, S, dim]."""
+        """x: [B, S, dim]; logn: [B, 1, S, 1] or None; mask: [B, 1, S, K] bool, or None for a causal prompt
+        with no cache before it (S == K, so flash attention applies). Returns [B, S, dim]."""
         b, s, d = x.shape
         q, k, v = (t.view(b, s, self.n_head, self.head_dim).transpose(1, 2) for t in self.c_attn(x).split(d, dim=2))
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
@@ -103,7 +119,7 @@ class Attention(nn.Module):
             k, v = cache.update(layer, start, k, v)
         if logn is not None:  # LogN scaling of queries past the training length
             q = q * logn.type_as(q)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.c_proj(o.transpose(1, 2).reshape(b, s, d))
 
 
@@ -208,10 +224,12 @@ class QwenAudioLM(nn.Module):
         emb = torch.stack(rows)[:, None]
         return emb.cos(), emb.sin()
 
-    def logn(self, positions: torch.Tensor) -> torch.Tensor | None:
-        """[B, 1, S, 1] query scale log_{seq_length}(p + 1) past the training length, or None."""
+    def logn(self, positions: torch.Tensor, always: bool = False) -> torch.Tensor | None:
+        """[B, 1, S, 1] query scale log_{seq_length}(p + 1) past the training length (1 before it), or None
+        when no position is past it. `always`: never None, and no look at the positions from the host
+        (a captured step cannot), which is exact since scaling by 1 changes nothing."""
         n = self.config.seq_length
-        if not self.config.use_logn_attn or int(positions.max()) + 1 <= n:
+        if not self.config.use_logn_attn or (not always and int(positions.max()) + 1 <= n):
             return None
         p1 = (positions + 1).double()
         scale = torch.where(p1 > n, torch.log(p1) / math.log(n), torch.ones_like(p1))
@@ -220,7 +238,7 @@ class QwenAudioLM(nn.Module):
     def forward(
         self,
         tokens: torch.Tensor,
-        start: int = 0,
+        start: int | torch.Tensor = 0,
         cache: KVCache | None = None,
         *,
         audio: list[torch.Tensor] | None = None,
@@ -230,26 +248,36 @@ class QwenAudioLM(nn.Module):
     ) -> torch.Tensor:
         """tokens: [B, S] at batch columns [start, start + S). Returns logits [B, S or 1, vocab] (float32).
 
+        `start` as a tensor [1] (a decode step captured as a CUDA graph, see `qwen_audio.cuda`): the column
+        is data, so keys span the cache's whole capacity, masked past the column; nothing syncs with the host.
         audio: the clips' features for a prompt's `<audio>` spans (None: no injection, as in decode steps);
         pad: [B] left-padding columns per row (default none); alpha: each row's NTK alpha (default 1).
         Without a cache, `start` must be 0 and the call sees only `tokens`.
         """
         b, s = tokens.shape
         device = tokens.device
+        captured = isinstance(start, torch.Tensor)
+        # A whole prompt on a GPU with no padding and nothing cached before it: causal flash attention.
+        flash = device.type == "cuda" and not captured and start == 0 and pad is None
         pad = torch.zeros(b, dtype=torch.long, device=device) if pad is None else pad.to(device)
         alpha = alpha or [1.0] * b
-        cols = torch.arange(start, start + s, device=device)
+        if captured:
+            cols = start + torch.arange(s, device=device)
+            keys = torch.arange(cache.capacity, device=device)
+        else:
+            cols = torch.arange(start, start + s, device=device)
+            keys = torch.arange(start + s, device=device)
         positions = (cols[None, :] - pad[:, None]).clamp(min=0)  # [B, S]
-        keys = torch.arange(start + s, device=device)
         causal = keys[None, None, :] <= cols[None, :, None]
         # Padding columns are never attended to; a padding query sees only itself so it stays finite.
         mask = (causal & (keys[None, None, :] >= pad[:, None, None])) | (keys[None, None, :] == cols[None, :, None])
-        mask = mask[:, None]  # [B, 1, S, K]
+        mask = None if flash else mask[:, None]  # [B, 1, S, K]
         rope = self.rope(positions, alpha)
-        logn = self.logn(positions)
+        logn = self.logn(positions, always=captured)
         x = self.embed(tokens, None if audio is None else list(audio))
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, rope, logn, mask, cache, i, start)
+        with attention_kernels(device):
+            for i, block in enumerate(self.transformer.h):
+                x = block(x, rope, logn, mask, cache, i, start)
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.transformer.ln_f(x)).float()

@@ -107,6 +107,15 @@ def test_in_memory_sources_match_the_file(tmp_path):
     assert np.array_equal(load_audio((pcm16, 22050)), from_file)  # same libswresample path as files
 
 
+def test_16_bit_mono_arrays_at_16k_are_taken_as_they_are():
+    pcm = (tone(0.5, 300, SAMPLE_RATE, 1) * 32767).astype(np.int16)
+    frame = av.AudioFrame.from_ndarray(pcm[None], format="s16p", layout="mono")
+    frame.sample_rate = SAMPLE_RATE
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    through_av = np.concatenate([f.to_ndarray().reshape(-1) for f in [*resampler.resample(frame), *resampler.resample(None)]])
+    assert np.array_equal(load_audio((pcm, SAMPLE_RATE)) * 32768, through_av.astype(np.float32))
+
+
 def test_float_array_at_16k_is_quantised_to_16_bit():
     x = np.linspace(-0.5, 0.5, 1000, dtype=np.float32)
     y = load_audio(x)
