@@ -8,10 +8,12 @@ Figures printed (nothing is asserted):
     top-1 and any-named accuracy by kind, speech/music detection;
   * routing accuracy on the written question set (English and Chinese), with the misrouted questions;
   * the tutorial's ten scenarios with the tutorial's answers side by side, and Chinese questions, each
-    with its time; the 10 s clip latency (cold report: Whisper + YAMNet + voice cues);
+    with its time and whether the answer is in Chinese (its own words, quotes aside); the 10 s clip
+    latency (cold report: Whisper + YAMNet + voice cues);
   * per LLM: load time, time to first LLM text, tokens/s, and its open answers (story from two clips,
     handling suggestions, music description, a no-speech trap, a Chinese question) with simple
-    faithfulness checks (mentions what the report says; claims no speech where there is none).
+    faithfulness checks (mentions what the report says; claims no speech where there is none) and
+    whether a Chinese question's answer is in Chinese.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import AUDIO, machine  # noqa: E402
 from benchmarks.lite_sounds import ROUTES, judge, make_set  # noqa: E402
+from qwen_audio.lite.intent import question_language  # noqa: E402
 
 TUTORIAL = [
     # (clips, question, follow-up of the previous scenario?, the tutorial's answer)
@@ -71,6 +74,8 @@ CHINESE = [
     (["music.wav"], "是什么乐器？", False),
     (["你没事吧-轻松.wav", "你没事吧-消极.wav"], "这两段音频的情绪有什么不同？", False),
     (["es.mp3"], "把这段话翻译成英文", False),
+    ([], "这是什么语言？", True),
+    ([], "说话人的情绪怎么样？", True),
     (["1272-128104-0000.flac"], "说话人是男的还是女的？", False),
 ]
 # Open questions for the LLM comparison: (clips, question, words one of which a faithful answer uses,
@@ -149,10 +154,14 @@ def scenarios(model, tok, max_new: int) -> None:
         print(f"* tutorial: {theirs}\n* lite: {text.strip()}\n")
     print("\n## Chinese questions\n")
     history = None
+    zh = 0
     for clips, question, follow in CHINESE:
         text, h, dt, _ = ask(model, tok, clips, question, history if follow else None, max_new_tokens=max_new)
         history = h
-        print(f"* **{question}** ({', '.join(clips) or 'follow-up'}, {dt:.2f} s): {text.strip()}")
+        zh += question_language(text) == "zh"
+        print(f"* **{question}** ({', '.join(clips) or 'follow-up'}, {dt:.2f} s, in Chinese: "
+              f"{'yes' if question_language(text) == 'zh' else 'NO'}): {text.strip()}")
+    print(f"\n* answers in Chinese: {zh}/{len(CHINESE)}")
 
 
 def ten_second_latency(model, tok) -> None:
@@ -201,8 +210,10 @@ def compare_llms(names: list[str], max_new: int) -> None:
             rate = st.new_tokens / max(1e-6, dt - first_llm) if st.new_tokens else 0.0
             rates.append(rate)
             first = f"first LLM text {ask.llm_first:.2f} s, " if ask.llm_first else ""
+            zh = question_language(question) == "zh"
+            lang = f", in Chinese: {'yes' if question_language(body) == 'zh' else 'NO'}" if zh else ""
             print(f"**{question}** ({', '.join(clips)}): {dt:.1f} s, {first}{st.new_tokens} tokens ({rate:.1f} tokens/s), "
-                  f"uses the report: {'yes' if uses else 'NO'}, unsupported claims: {claims or 'none'}\n")
+                  f"uses the report: {'yes' if uses else 'NO'}, unsupported claims: {claims or 'none'}{lang}\n")
             print("> " + text.strip().replace("\n", "\n> ") + "\n")
         print(f"* {name}: uses the report in {ok}/{len(OPEN)}, unsupported claims in {bad}/{len(OPEN)}, "
               f"median {sorted(rates)[len(rates) // 2]:.1f} tokens/s\n")

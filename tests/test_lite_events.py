@@ -133,9 +133,9 @@ def test_chinese_questions(lite):
     [(a, b)] = spans(r2)
     assert abs(a - 2.33) <= 0.15 and abs(b - 3.26) <= 0.15, r2
     r3, _ = ask(lite, [{"audio": clip("glass-breaking-151256.mp3")}, {"text": "这是什么声音？"}])
-    assert "breaking glass" in r3, r3
+    assert "玻璃" in r3, r3  # answered in Chinese (tests/test_lite_zh.py has the rest)
     r4, _ = ask(lite, [{"audio": clip("music.wav")}, {"text": "是什么乐器？"}])
-    assert "piano" in r4, r4
+    assert "钢琴" in r4, r4
 
 
 def test_emotions_of_two_clips_are_measured_cues(lite):

@@ -3,7 +3,9 @@
 Every function takes `Heard` clips (a label, the clip's report, and a way to get a translation)
 and returns text; `compose` picks the one an intent asks for. Sounds are named from the AudioSet
 tagger's groups ("This is a sound effect of breaking glass."), instruments and music from its
-music classes, emotions never: the voice cues that were measured are stated instead.
+music classes, emotions never: the voice cues that were measured are stated instead. Answers are in
+the question's language: every function takes the answer's `Phrases` (`phrases.EN`, the default, or
+`phrases.ZH`: "这是玻璃破碎的音效，出现在<|0.00|>到<|1.80|>秒。"); transcripts stay as spoken.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from typing import Callable, Sequence
 from . import intent as I
 from .asr import Hearing, Word, language_name
 from .events import TAGGER_PIP
+from .phrases import EN, ORDINALS, Phrases, for_question
 from .report import Report, Sound
-
-ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"]
 
 
 @dataclass
@@ -33,9 +34,7 @@ class Heard:
     @property
     def label(self) -> str:
         """'the audio' for a single clip, else 'the first audio', 'the second audio', ..."""
-        if self.count == 1:
-            return "the audio"
-        return f"the {ORDINALS[self.index]} audio" if self.index < len(ORDINALS) else f"audio {self.index + 1}"
+        return EN.label(self.index, self.count)
 
     @property
     def rep(self) -> Report | None:
@@ -55,235 +54,248 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _and(items: Sequence[str]) -> str:
-    items = list(items)
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _span_text(spans: Sequence[tuple[float, float]], limit: int = 3) -> str:
+def _span_text(spans: Sequence[tuple[float, float]], limit: int = 3, p: Phrases = EN) -> str:
     """'from <|0.00|> to <|1.80|> seconds' (several spans joined; at most `limit`)."""
-    parts = [f"from {ts(a)} to {ts(b)} seconds" for a, b in spans[:limit]]
-    more = f" and {len(spans) - limit} more times" if len(spans) > limit else ""
-    return _and(parts) + more
+    parts = [p("span", a=ts(a), b=ts(b)) for a, b in spans[:limit]]
+    more = p("more", n=len(spans) - limit) if len(spans) > limit else ""
+    return p.join(parts) + more
+
+
+def _timed(sounds: Sequence[Sound], p: Phrases, limit: int = 2) -> str:
+    """'laughter (from <|1.00|> to <|1.50|> seconds) and a sigh (...)' / '笑声（<|1.00|>到<|1.50|>秒）和……'."""
+    return p.join([p("paren", p.name(s.name), _span_text(s.spans, limit, p)) for s in sounds])
+
+
+def _clauses(parts: Sequence[str], p: Phrases) -> str:
+    """Clauses as one sentence: 'The first audio is ..., and the second audio is ....' / '第一段音频是……，第二段音频是……。'"""
+    return _sentence(p.clause.join(parts)) + p.stop
 
 
 # ---- what a clip is -----------------------------------------------------------------------------------
 
 
-def speaking_phrase(r: Report) -> str:
+def speaking_phrase(r: Report, p: Phrases = EN) -> str:
     """'a person speaking, in a English, saying, "..."' (the tutorial's wording)."""
     tr = r.hearing
-    verb = "singing" if r.singing else "speaking"
-    return f"a person {verb}, in a {language_name(tr.language)}, saying, {quote(tr)}"
+    return p("speaking", verb=p.pick("verb", r.singing), lang=p.language(tr.language), quote=quote(tr))
 
 
-def music_phrase(r: Report) -> str:
+_SOLO = ("piano", "guitar", "violin", "cello", "flute", "harp", "organ", "harpsichord", "acoustic guitar")
+
+
+def music_phrase(r: Report, p: Phrases = EN) -> str:
     """'a piano piece' / 'music with drums and guitar' / 'music'."""
     inst = [s.name for s in r.instruments[:3]]
     sung = any(v.name == "singing" for v in r.vocal)
     if len(inst) == 1 and not sung:
-        return f"a solo {inst[0]} piece" if inst[0] in ("piano", "guitar", "violin", "cello", "flute", "harp",
-                                                           "organ", "harpsichord", "acoustic guitar") else f"{inst[0]} music"
-    body = f"music with {_and(inst)}" if inst else "music"
-    return ("a song: " + body + " and singing") if sung else body
+        return p("solo" if inst[0] in _SOLO else "inst_music", p.name(inst[0]))
+    body = p("music_with", p.join([p.name(n) for n in inst])) if inst else p("music")
+    return p("song", body) if sung else body
 
 
-def what_phrase(r: Report) -> str:
+def what_phrase(r: Report, p: Phrases = EN) -> str:
     """A noun phrase for the whole clip (used in multi-clip answers and the LLM's lead)."""
     if r.has_speech:
-        out = speaking_phrase(r)
+        out = speaking_phrase(r, p)
         if r.has_music and not r.singing:
-            out += f", over {music_phrase(r)}"
+            out += p("over", music_phrase(r, p))
         return out
     if r.has_music:
-        return music_phrase(r)
+        return music_phrase(r, p)
     if r.sounds:
-        return f"a sound of {_and([s.name for s in r.sounds[:2]])}"
-    if r.silent:
-        return "silence"
-    return "sound that I can't name"
+        return p("sound_of", p.join([p.name(s.name) for s in r.sounds[:2]]))
+    return p("silence" if r.silent else "unnamed")
 
 
-def sound_answer(r: Report, subject: str = "sound") -> str:
+def sound_answer(r: Report, subject: str = "sound", p: Phrases = EN) -> str:
     """'This is a sound effect of breaking glass. It is heard from <|0.00|> to <|1.80|> seconds.' and the like."""
     if r.has_speech:
-        text = f"The {subject} is of {speaking_phrase(r)}."
+        text = p("subject", p(subject), speaking_phrase(r, p))
         extra = [s for s in r.sounds if s.score >= 0.6][:2]
         if r.has_music and not r.singing:
-            text += f" There is also {music_phrase(r)} in the background."
+            text += p.sp + p("background", music_phrase(r, p))
         if extra:
-            text += " I also hear " + _and([f"{s.name} ({_span_text(s.spans, 2)})" for s in extra]) + "."
+            text += p.sp + p("also_hear", _timed(extra, p))
         return text
     if not r.tagged:
-        return "I hear no speech in this audio. " + NO_TAGGER
+        return p("no_speech_heard") + p.sp + p("no_tagger", TAGGER_PIP)
     if r.has_music:
-        text = f"This is {music_phrase(r)}."
+        text = _sentence(p("this_is", music_phrase(r, p)))
         if r.instruments:
-            text += f" {instrument_sentence(r)}"
+            text += p.sp + instrument_sentence(r, p)
         return text
     if r.sounds:
         main = r.sounds[0]
-        text = f"This is a sound effect of {main.name}. It is heard {_span_text(main.spans)}."
+        text = p("sound_effect", name=p.name(main.name), spans=_span_text(main.spans, p=p))
         others = [s for s in r.sounds[1:] if s.score >= 0.6][:2]
         if others:
-            text += " I also hear " + _and([f"{s.name} ({_span_text(s.spans, 2)})" for s in others]) + "."
+            text += p.sp + p("also_hear", _timed(others, p))
         vocal = [v for v in r.vocal if v.score >= 0.6][:2]
         if vocal:
-            text += " There is " + _and([f"{v.name} ({_span_text(v.spans, 2)})" for v in vocal]) + "."
+            text += p.sp + p("there_is", _timed(vocal, p))
         return text
     if r.vocal:
         v = r.vocal[0]
-        return f"This is {v.name}, with no words I can recognise. It is heard {_span_text(v.spans)}."
+        return p("vocal_only", name=p.name(v.name), spans=_span_text(v.spans, p=p))
     if r.silent:
-        return f"The audio is silent: I hear no speech, music or other sound (its level is {r.loudness_dbfs:.0f} dBFS)."
-    tags = ", ".join(f"{lbl.lower()} ({s:.2f})" for lbl, s in r.top[:3])
-    return f"I hear no speech or music, and no sound event I can name with confidence; the closest tags are {tags}."
+        return p("silent", r.loudness_dbfs)
+    tags = p.comma.join(p("paren", p.tag(lbl), f"{s:.2f}") for lbl, s in r.top[:3])
+    return p("closest", tags)
 
 
-def what_is(clips: Sequence[Heard], question: str = "") -> str:
+def what_is(clips: Sequence[Heard], question: str = "", p: Phrases = EN) -> str:
     """The answer to 'what is it' / 'what is that sound?' for one or several clips."""
     subject = "sound" if re.search(r"\bsound\b|声音", question, re.I) else "speech"
     asked = I.mentioned_sounds(question)
     if asked and re.search(r"\bis there\b|\bare there\b|\bdo you hear\b|\bcan you hear\b|有没有|是否|有.*吗", question, re.I):
-        return presence(clips, asked)
+        return presence(clips, asked, p)
     if len(clips) == 1:
-        return sound_answer(clips[0].rep, subject)
-    return _sentence(", and ".join(f"{c.label} is of {what_phrase(c.rep)}" for c in clips)) + "."
+        return sound_answer(clips[0].rep, subject, p)
+    return lead(clips, p)
 
 
-def presence(clips: Sequence[Heard], names: Sequence[str]) -> str:
+def _label(c: Heard, p: Phrases = EN) -> str:
+    """The clip's label in the answer's language: 'the first audio' / '第一段音频'."""
+    return p.label(c.index, c.count)
+
+
+def _where(c: Heard, n: int, p: Phrases, key: str = "where") -> str:
+    """'In the first audio, ' (or the `key` form) when several clips are answered; '' for one."""
+    return p(key, _label(c, p)) if n > 1 else ""
+
+
+def presence(clips: Sequence[Heard], names: Sequence[str], p: Phrases = EN) -> str:
     """'Yes: breaking glass is heard from ... .' / 'No, I don't hear a dog barking ...' for asked-about sounds."""
     if any(not c.rep.tagged for c in clips):
-        return NO_TAGGER
+        return p("no_tagger", TAGGER_PIP)
     out = []
     for c in clips:
         r = c.rep
-        where = f" in {c.label}" if len(clips) > 1 else ""
+        where = _where(c, len(clips), p, "in_label")
         for name in names:
             s = r.find(name)
             if s is None and name in ("piano", "guitar", "violin", "drums"):
                 s = next((i for i in r.instruments if name in i.name), None)
             if s is not None:
-                out.append(f"Yes: {s.name} is heard{where} {_span_text(s.spans)} (score {s.score:.2f}).")
+                out.append(p("yes_heard", name=p.name(s.name), where=where, spans=_span_text(s.spans, p=p), score=s.score))
             else:
-                out.append(f"No, I don't hear {name}{where}; it is {what_phrase(r)}.")
-    return " ".join(out)
+                out.append(p("not_heard", name=p.name(name), where=where, what=what_phrase(r, p)))
+    return p.sp.join(out)
 
 
-def instrument_sentence(r: Report) -> str:
-    names = [s.name for s in r.instruments[:3]]
-    if len(names) == 1:
-        return f"The instrument is the {names[0]}."
-    return f"The instruments are {_and(['the ' + n for n in names])}."
+def instrument_sentence(r: Report, p: Phrases = EN, where: str = "") -> str:
+    """'The instrument is the piano.' / '乐器是钢琴。', after `where` ('In the first audio, ')."""
+    names = [p.name(s.name) for s in r.instruments[:3]]
+    text = p.pick("instrument", len(names) == 1, names[0] if len(names) == 1 else p.join([p("the", n) for n in names]))
+    return _sentence(where + text)
 
 
-NO_TAGGER = f"Naming sounds, instruments and music needs the lite model's sound tagger, which is not installed ({TAGGER_PIP})."
+NO_TAGGER = EN("no_tagger", TAGGER_PIP)
 
 
-def instruments(clips: Sequence[Heard]) -> str:
+def instruments(clips: Sequence[Heard], p: Phrases = EN) -> str:
     if any(not c.rep.tagged for c in clips):
-        return NO_TAGGER
+        return p("no_tagger", TAGGER_PIP)
     out = []
     for c in clips:
         r = c.rep
-        lead = f"In {c.label}, t" if len(clips) > 1 else "T"
+        where = _where(c, len(clips), p)
         if r.instruments:
-            out.append(lead + instrument_sentence(r)[1:])
+            out.append(instrument_sentence(r, p, where))
         elif r.has_music:
-            out.append(f"{lead}here is music, but no instrument scores high enough for me to name it.")
+            out.append(_sentence(where + p("unnamed_instrument")))
         else:
-            out.append(f"{lead}here is no music or musical instrument; it is {what_phrase(r)}.")
-    return " ".join(out)
+            out.append(_sentence(where + p("no_instrument", what_phrase(r, p))))
+    return p.sp.join(out)
 
 
-def music(clips: Sequence[Heard]) -> str:
+def music(clips: Sequence[Heard], p: Phrases = EN) -> str:
     """Is there music, what kind (the tagger's instrument, genre and mood tags, with scores)."""
     if any(not c.rep.tagged for c in clips):
-        return NO_TAGGER
+        return p("no_tagger", TAGGER_PIP)
     out = []
     for c in clips:
         r = c.rep
-        where = f"In {c.label}, " if len(clips) > 1 else ""
+        where = _where(c, len(clips), p)
         if not r.has_music:
-            out.append(f"{where}there is no music; it is {what_phrase(r)}." if where else
-                       f"There is no music in this audio; it is {what_phrase(r)}.")
+            out.append(_sentence(where + p("no_music_here", what_phrase(r, p))) if where else
+                       p("no_music", what_phrase(r, p)))
             continue
-        text = f"{where}this is {music_phrase(r)}."
+        text = where + p("this_is", music_phrase(r, p))
         if r.instruments:
-            text += " " + instrument_sentence(r)
+            text += p.sp + instrument_sentence(r, p)
         if r.genres:
-            text += " Its genre tags are " + _and([f"{g.lower()} ({s:.2f})" for g, s in r.genres[:3]]) + "."
+            text += p.sp + p("genres", p.join([p("paren", p.tag(g), f"{s:.2f}") for g, s in r.genres[:3]]))
         if r.moods:
-            text += " The tagger's mood tags: " + _and([f"{m.lower()} ({s:.2f})" for m, s in r.moods]) + "."
+            text += p.sp + p("moods", p.join([p("paren", p.tag(m), f"{s:.2f}") for m, s in r.moods]))
         out.append(_sentence(text))
-    return " ".join(out)
+    return p.sp.join(out)
 
 
 # ---- speech -------------------------------------------------------------------------------------------
 
 
-def describe(clips: Sequence[Heard], subject: str = "speech") -> str:
+def describe(clips: Sequence[Heard], subject: str = "speech", p: Phrases = EN) -> str:
     """Transcription answer: 'The speech is of a person speaking, in a English, saying, "...".'"""
     if len(clips) == 1:
         r = clips[0].rep
         if r.has_speech:
-            return f"The {subject} is of {speaking_phrase(r)}."
-        return "I hear no speech in this audio. " + sound_answer(r)
+            return p("subject", p(subject), speaking_phrase(r, p))
+        return p("no_speech_heard") + p.sp + sound_answer(r, p=p)
     parts = []
     for c in clips:
         r = c.rep
-        parts.append(f"{c.label} is of {speaking_phrase(r)}" if r.has_speech
-                     else f"{c.label} is of no speech ({what_phrase(r)})")
-    return _sentence(", and ".join(parts)) + "."
+        parts.append(p("is_of", _label(c, p), speaking_phrase(r, p)) if r.has_speech
+                     else p("is_of_no_speech", _label(c, p), what_phrase(r, p)))
+    return _clauses(parts, p)
 
 
-def _says(clips: Sequence[Heard]) -> str:
+def _says(clips: Sequence[Heard], p: Phrases = EN) -> str:
     """'the speech says: "..."' for one clip; per-clip quotes for several."""
     if len(clips) == 1:
         tr = clips[0].hear("transcribe")
-        return f"the speech says: {quote(tr)}" if tr.has_speech else "and I hear no speech in it"
+        return p("says", quote(tr)) if tr.has_speech else p("no_speech_in_it")
     parts = []
     for c in clips:
         tr = c.hear("transcribe")
-        parts.append(f"{c.label} says {quote(tr)}" if tr.has_speech else f"{c.label} has no speech")
-    return ", and ".join(parts)
+        parts.append(p("label_says", _label(c, p), quote(tr)) if tr.has_speech else p("label_no_speech", _label(c, p)))
+    return p.clause.join(parts)
 
 
-def language(clips: Sequence[Heard]) -> str:
+def language(clips: Sequence[Heard], p: Phrases = EN) -> str:
     if len(clips) == 1:
         tr = clips[0].hear("transcribe")
         if not tr.has_speech:
-            return "There is no speech in this audio, so there is no language to identify."
-        return f"The speech is in {language_name(tr.language)}."
+            return p("no_language")
+        return p("language", p.language(tr.language))
     parts = []
     for c in clips:
         tr = c.hear("transcribe")
-        parts.append(f"{c.label} is in {language_name(tr.language)}" if tr.has_speech else f"{c.label} is without speech")
-    return _sentence(", and ".join(parts)) + "."
+        parts.append(p("label_language", _label(c, p), p.language(tr.language)) if tr.has_speech
+                     else p("label_without_speech", _label(c, p)))
+    return _clauses(parts, p)
 
 
 _TARGET = re.compile(r"\b(?:into|to)\s+(chinese|mandarin|spanish|french|german|japanese|korean|italian|russian"
                      r"|portuguese|arabic)\b|(?:译成|翻译成|译为)(中文|汉语|日语|法语|德语|西班牙语|韩语)", re.I)
 
 
-def translate(clips: Sequence[Heard], question: str) -> str:
+def translate(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
     """Whisper's translate task; it only goes into English, which is said when asked otherwise."""
     target = _TARGET.search(question)
     lead = ""
     if target:
-        lead = f"The lite model can only translate into English, not {(target.group(1) or target.group(2)).capitalize()}. "
+        lead = p("only_english", (target.group(1) or target.group(2)).capitalize())
     parts = []
     for c in clips:
         src = c.hear("transcribe")
         if not src.has_speech:
-            parts.append(f"{c.label} has no speech to translate")
+            parts.append(p("nothing_to_translate", _label(c, p)))
         elif src.language == "en":
-            parts.append(f"{c.label} is already in English: {quote(src)}")
+            parts.append(p("already_english", _label(c, p), quote(src)))
         else:
-            parts.append(f"{c.label}, in {language_name(src.language)}, says in English: {quote(c.hear('translate'))}")
-    return lead + _sentence("; ".join(parts)) + "."
+            parts.append(p("translation", _label(c, p), p.language(src.language), quote(c.hear("translate"))))
+    return lead + _sentence(p("translation_sep").join(parts)) + p.stop
 
 
 # ---- grounding ----------------------------------------------------------------------------------------
@@ -347,7 +359,7 @@ def find_phrase(words: Sequence[Word], phrase: str, cutoff: float = 0.75) -> tup
     return best
 
 
-def ground(clips: Sequence[Heard], phrase: str) -> str:
+def ground(clips: Sequence[Heard], phrase: str, p: Phrases = EN) -> str:
     """'The word "X" starts at <|a|> seconds and ends at <|b|> seconds.'"""
     found = []
     for c in clips:
@@ -357,50 +369,51 @@ def ground(clips: Sequence[Heard], phrase: str) -> str:
     if not found:
         names = I.mentioned_sounds(phrase)
         if names:  # "find "glass breaking"": a sound, not a word
-            return when(clips, phrase)
-        return f'I can\'t find the word "{phrase}" in the speech; {_says(clips)}.'
+            return when(clips, phrase, p)
+        return p("word_missing", phrase, _says(clips, p))
     out = []
     for c, (a, b) in found:
-        where = f"In {c.label}, the" if len(clips) > 1 else "The"
-        out.append(f'{where} word "{phrase}" starts at {ts(a)} seconds and ends at {ts(b)} seconds.')
-    return " ".join(out)
+        out.append(_sentence(_where(c, len(clips), p) + p("word_span", phrase=phrase, a=ts(a), b=ts(b))))
+    return p.sp.join(out)
 
 
-def when(clips: Sequence[Heard], question: str) -> str:
+def when(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
     """Times of the sounds a question names ('The breaking glass starts at <|0.00|> seconds and ends at ...'),
     else of every named sound in the clips."""
     asked = I.mentioned_sounds(question)
     if asked and any(not c.rep.tagged for c in clips):
-        return NO_TAGGER
+        return p("no_tagger", TAGGER_PIP)
     out = []
     for c in clips:
         r = c.rep
-        where = f"In {c.label}, " if len(clips) > 1 else ""
+        where = _where(c, len(clips), p)
         found = []
         for name in asked:
             s = r.find(name) or next((i for i in r.instruments if name in i.name), None)
             if s is not None:
                 found.append(s)
         if asked and not found:
-            out.append(f"{where}I don't hear {_and(asked)}; {'it' if where else 'the audio'} is {what_phrase(r)}.")
+            names = p.join([p.name(n) for n in asked])
+            out.append(where + p("not_hearing", names=names, it=p.pick("it", bool(where)), what=what_phrase(r, p)))
             continue
         span = None if asked else _asked_words(question, r.hearing.words)
         if span is not None:
             text, (a, b) = span
-            out.append(f'{where}the words "{text}" start at {ts(a)} seconds and end at {ts(b)} seconds.')
+            out.append(where + p("words_span", phrase=text, a=ts(a), b=ts(b)))
             continue
         events = found or [*r.sounds, *r.vocal][:3]
         if not events and r.has_speech:
             rs = r.hearing.regions
-            out.append(f"{where}the speech starts at {ts(rs[0][0])} seconds and ends at {ts(rs[-1][1])} seconds.")
+            out.append(where + p("speech_span", a=ts(rs[0][0]), b=ts(rs[-1][1])))
             continue
         if not events:
-            out.append(f"{where}I hear no sound event I can name and time; it is {what_phrase(r)}.")
+            out.append(where + p("no_event", what_phrase(r, p)))
             continue
         for s in events:
-            out.append(f"{where}{_event_times(s)}")
+            text = _event_times(s, p)
+            out.append(where + (text[:1].lower() + text[1:] if where else text))  # "In the first audio, the ..."
             where = ""
-    return _sentence(" ".join(out))
+    return _sentence(p.sp.join(out))
 
 
 _STOP = set("""a an the and or of to in on at is are was were be been do does did done he she they it its his her
@@ -410,13 +423,14 @@ me you can could would i mentioned mention there""".split())
 
 
 def _asked_words(question: str, words: Sequence[Word]) -> tuple[str, tuple[float, float]] | None:
-    """The longest run of the question's content words that the speech contains, with its span."""
-    tokens = [t for t in re.findall(r"[\w']+", question.lower()) if t not in _STOP]
+    """The longest run of the question's content words that the speech contains, with its span. Runs of Chinese
+    characters are tokens of their own ("他什么时候说gospel": 他什么时候说, gospel) and never join other words."""
+    tokens = [t for t in re.findall(r"[\u3400-\u9fff]+|(?:[^\W\u3400-\u9fff]|')+", question.lower()) if t not in _STOP]
     best = None
     for n in range(min(4, len(tokens)), 0, -1):
         for i in range(len(tokens) - n + 1):
             phrase = " ".join(tokens[i:i + n])
-            if len(phrase) < 3:
+            if len(phrase) < 3 or len({"\u3400" <= t[0] <= "\u9fff" for t in tokens[i:i + n]}) > 1:
                 continue
             span = find_phrase(words, phrase, cutoff=0.85)
             if span:
@@ -424,11 +438,11 @@ def _asked_words(question: str, words: Sequence[Word]) -> tuple[str, tuple[float
     return best
 
 
-def _event_times(s: Sound) -> str:
+def _event_times(s: Sound, p: Phrases = EN) -> str:
     if len(s.spans) == 1:
         a, b = s.spans[0]
-        return f"The {s.name} sound starts at {ts(a)} seconds and ends at {ts(b)} seconds."
-    return f"The {s.name} sound is heard {_span_text(s.spans, 4)}."
+        return p("event_span", name=p.name(s.name), a=ts(a), b=ts(b))
+    return p("event_spans", name=p.name(s.name), spans=_span_text(s.spans, 4, p))
 
 
 _TITLES = {"mr", "mrs", "ms", "miss", "dr", "sir", "mister", "madam", "lady", "lord", "professor"}
@@ -458,74 +472,68 @@ def person_names(words: Sequence[Word]) -> list[tuple[str, float, float]]:
     return out
 
 
-def person(clips: Sequence[Heard]) -> str:
+def person(clips: Sequence[Heard], p: Phrases = EN) -> str:
     """'The person name "shelley's" is mentioned. "shelley's" starts at <|3.79|> ... seconds.'"""
     out = []
     for c in clips:
         for name, a, b in person_names(c.hear("transcribe").words)[:1]:
-            where = f"In {c.label}, the" if len(clips) > 1 else "The"
-            out.append(f'{where} person name "{name}" is mentioned. "{name}" starts at {ts(a)} seconds '
-                       f"and ends at {ts(b)} seconds.")
+            out.append(_sentence(_where(c, len(clips), p) + p("person", name=name, a=ts(a), b=ts(b))))
     if out:
-        return " ".join(out)
-    return f"I can't find a person's name in the speech; {_says(clips)}."
+        return p.sp.join(out)
+    return p("no_person", _says(clips, p))
 
 
 # ---- the voice ----------------------------------------------------------------------------------------
 
-EMOTION_NOTE = ("I don't recognise emotions themselves: these are measurements of the voice, which often "
-                "go with how a person feels but do not prove it.")
+EMOTION_NOTE = EN("emotion_note")
 
 
 # Plain words for measured ranges (interquartile pitch spread in semitones; speaking rate), so an answer
 # reads "the intonation is very varied" rather than only numbers. Descriptions of the voice, not of a mood.
-def _intonation(st: float) -> str:
-    return "fairly flat" if st < 2.0 else "moderately varied" if st < 4.0 else "very varied"
+def _intonation(st: float, p: Phrases = EN) -> str:
+    return p.pick("flat", st < 2.0) if st < 4.0 else p("varied")
 
 
-def _pace(rate: float, unit: str) -> str:
+def _pace(rate: float, unit: str, p: Phrases = EN) -> str:
     slow, fast = (3.0, 5.5) if unit.startswith("characters") else (2.0, 3.5)
-    return "slow" if rate < slow else "brisk" if rate > fast else "moderate"
+    return p("brisk") if rate > fast else p.pick("slow", rate < slow)
 
 
-def _voice_sentence(r: Report) -> str:
+def _voice_sentence(r: Report, p: Phrases = EN) -> str:
     """'the intonation is very varied (pitch about 159 Hz, varying by 5.5 semitones), the pace is slow (1.7 words
     per second), at a level of -21 dBFS'."""
     v = r.voice
     parts = []
     if v.pitch_hz:
-        parts.append(f"the intonation is {_intonation(v.pitch_iqr_st)} (pitch about {v.pitch_hz:.0f} Hz, varying by "
-                     f"{v.pitch_iqr_st:.1f} semitones)")
+        parts.append(p("intonation", _intonation(v.pitch_iqr_st, p), v.pitch_hz, v.pitch_iqr_st))
     if v.rate:
-        parts.append(f"the pace is {_pace(v.rate, v.rate_unit)} ({v.rate:.1f} {v.rate_unit.replace('/s', ' per second')})")
-    parts.append(f"the level is {v.loudness_dbfs:.0f} dBFS")
-    return _and(parts)
+        parts.append(p("pace", _pace(v.rate, v.rate_unit, p), v.rate, p(v.rate_unit)))
+    parts.append(p("level", v.loudness_dbfs))
+    return p.clauses(parts)
 
 
-def _vocal_sounds(r: Report) -> list[str]:
-    return [f"{s.name} ({_span_text(s.spans, 2)})" for s in r.vocal if s.score >= 0.6 and s.name != "singing"][:2]
+def _vocal_sounds(r: Report) -> list[Sound]:
+    return [s for s in r.vocal if s.score >= 0.6 and s.name != "singing"][:2]
 
 
-def emotion(clips: Sequence[Heard]) -> str:
+def emotion(clips: Sequence[Heard], p: Phrases = EN) -> str:
     """What the voice cues show (pitch, its variation, loudness, rate, laughter/crying/sighs), compared across
     clips; never an emotion label."""
     reps = [(c, c.rep) for c in clips]
     voiced = [(c, r) for c, r in reps if r.voice is not None]
     if not voiced:
-        what = _and([what_phrase(r) for _, r in reps])
-        return f"I hear no speaking voice to read cues from; it is {what}."
+        return p("no_voice", p.join([what_phrase(r, p) for _, r in reps]))
     if len(voiced) == 1:
         c, r = voiced[0]
-        where = f" in {c.label}" if len(clips) > 1 else ""
-        text = f"Based on the voice{where}, {_voice_sentence(r)}."
+        text = p("based", where=_where(c, len(clips), p, "of_label"), cues=_voice_sentence(r, p))
         sounds = _vocal_sounds(r)
         if sounds:
-            text += " I also hear " + _and(sounds) + "."
-        return f"{text} {_sentence(_says([c]))}. {EMOTION_NOTE}"
-    return _compare_voices(voiced) + " " + EMOTION_NOTE
+            text += p.sp + p("also_hear", _timed(sounds, p))
+        return text + p.sp + _sentence(_says([c], p)) + p.stop + p.sp + p("emotion_note")
+    return _compare_voices(voiced, p) + p.sp + p("emotion_note")
 
 
-def _compare_voices(voiced) -> str:
+def _compare_voices(voiced, p: Phrases = EN) -> str:
     """Pairwise cue differences between the first two voiced clips, in words and numbers."""
     (c1, r1), (c2, r2) = voiced[:2]
     v1, v2 = r1.voice, r2.voice
@@ -533,47 +541,35 @@ def _compare_voices(voiced) -> str:
     if v1.pitch_hz and v2.pitch_hz:
         st = 12 * __import__("math").log2(v1.pitch_hz / v2.pitch_hz)
         if abs(st) >= 1.0:
-            diffs.append(f"{'higher' if st > 0 else 'lower'} in pitch ({v1.pitch_hz:.0f} vs {v2.pitch_hz:.0f} Hz)")
+            diffs.append(p.pick("pitch_diff", st > 0, v1.pitch_hz, v2.pitch_hz))
         if abs(v1.pitch_iqr_st - v2.pitch_iqr_st) >= 1.0:
-            more = v1.pitch_iqr_st > v2.pitch_iqr_st
-            diffs.append(f"{'more' if more else 'less'} varied in pitch "
-                         f"({v1.pitch_iqr_st:.1f} vs {v2.pitch_iqr_st:.1f} semitones)")
+            diffs.append(p.pick("spread_diff", v1.pitch_iqr_st > v2.pitch_iqr_st, v1.pitch_iqr_st, v2.pitch_iqr_st))
     if abs(v1.loudness_dbfs - v2.loudness_dbfs) >= 2.0:
-        diffs.append(f"{'louder' if v1.loudness_dbfs > v2.loudness_dbfs else 'quieter'} "
-                     f"({v1.loudness_dbfs:.0f} vs {v2.loudness_dbfs:.0f} dBFS)")
+        diffs.append(p.pick("level_diff", v1.loudness_dbfs > v2.loudness_dbfs, v1.loudness_dbfs, v2.loudness_dbfs))
     if v1.rate and v2.rate and v1.rate_unit == v2.rate_unit and abs(v1.rate - v2.rate) / max(v1.rate, v2.rate) >= 0.15:
-        diffs.append(f"{'faster' if v1.rate > v2.rate else 'slower'} ({v1.rate:.1f} vs {v2.rate:.1f} {v1.rate_unit})")
-    if diffs:
-        text = f"Based on the voice, there are differences: {c1.label} is {_and(diffs)} than {c2.label}."
-    else:
-        text = (f"Based on the voice, {c1.label} and {c2.label} sound alike: pitch, its variation, loudness and "
-                "speaking rate differ little.")
+        diffs.append(p.pick("rate_diff", v1.rate > v2.rate, v1.rate, v2.rate, p("rate:" + v1.rate_unit)))
+    l1, l2 = _label(c1, p), _label(c2, p)
+    text = p("differences", l1, l2, p.clauses(diffs)) if diffs else p("alike", l1, l2)
     for c, r in ((c1, r1), (c2, r2)):
         sounds = _vocal_sounds(r)
         if sounds:
-            text += f" In {c.label} I also hear {_and(sounds)}."
-    text += " " + _sentence(_says([c1, c2])) + "."
-    return text
+            text += p.sp + p("label_also_hear", _label(c, p), _timed(sounds, p))
+    return text + p.sp + _sentence(_says([c1, c2], p)) + p.stop
 
 
-def speaker(clips: Sequence[Heard]) -> str:
+def speaker(clips: Sequence[Heard], p: Phrases = EN) -> str:
     """The measured pitch and the range it is typical of; the lite model does not identify speakers."""
     out = []
     for c in clips:
         r = c.rep
-        where = f"In {c.label}, the" if len(clips) > 1 else "The"
+        where = _where(c, len(clips), p)
         if r.voice is None or not r.voice.pitch_hz:
-            out.append(f"{where} audio has no voice I can measure; it is {what_phrase(r)}.")
+            out.append(_sentence(where + p("no_voice_measured", what_phrase(r, p))))
             continue
         f0 = r.voice.pitch_hz
-        if f0 < 160:
-            typical = "typical of an adult man's voice (about 85-155 Hz)"
-        elif f0 > 180:
-            typical = "typical of a woman's or a child's voice (about 165-255 Hz for women)"
-        else:
-            typical = "between the ranges typical of men's and women's voices"
-        out.append(f"{where} voice's median pitch is {f0:.0f} Hz, {typical}.")
-    return " ".join(out) + " This is a guess from pitch alone; the lite model does not recognise speakers."
+        typical = p("pitch_man" if f0 < 160 else "pitch_woman" if f0 > 180 else "pitch_between")
+        out.append(_sentence(where + p("median_pitch", f0, typical)))
+    return p.sp.join(out) + p.sp + p("pitch_guess")
 
 
 # ---- the LLM's context --------------------------------------------------------------------------------
@@ -613,48 +609,44 @@ def answer_opening(question: str, clips: Sequence[Heard]) -> str:
     audio, a story could be written as follows:'); the LLM continues from them. Empty otherwise."""
     if not clips or not re.search(r"\bstor(?:y|ies)\b|故事", question, re.I):
         return ""
-    which = "this audio" if len(clips) == 1 else f"these {_NUMBERS.get(len(clips), str(len(clips)))} audio"
-    return f"Based on {which}, a story could be written as follows:\n"
+    p = for_question(question)
+    which = p("this_audio") if len(clips) == 1 else p("these_audio", p.number(len(clips)))
+    return p("story", which)
 
 
-_NUMBERS = {2: "two", 3: "three", 4: "four", 5: "five"}
+NO_AUDIO = EN("no_audio")
 
 
-NO_AUDIO = ("There is no audio in this conversation yet. Add a clip with "
-            "tokenizer.from_list_format([{'audio': path}, {'text': question}]).")
-
-
-def lead(clips: Sequence[Heard]) -> str:
+def lead(clips: Sequence[Heard], p: Phrases = EN) -> str:
     """The first sentence of an open answer: what the clips are (the tutorial's 'The first audio is of ...')."""
-    if len(clips) == 1:
-        return _sentence(f"{clips[0].label} is of {what_phrase(clips[0].rep)}.")
-    return _sentence(", and ".join(f"{c.label} is of {what_phrase(c.rep)}" for c in clips)) + "."
+    return _clauses([p("is_of", _label(c, p), what_phrase(c.rep, p)) for c in clips], p)
 
 
 def compose(intent: I.Intent, question: str, clips: Sequence[Heard]) -> str:
-    """The answer to every intent but OPEN (which the LLM writes)."""
+    """The answer to every intent but OPEN (which the LLM writes), in the question's language."""
+    p = for_question(question)
     if not clips:
-        return NO_AUDIO
+        return p("no_audio")
     k = intent.kind
     if k == I.GROUND:
-        return ground(clips, intent.phrase or "")
+        return ground(clips, intent.phrase or "", p)
     if k == I.WHEN:
-        return when(clips, question)
+        return when(clips, question, p)
     if k == I.PERSON:
-        return person(clips)
+        return person(clips, p)
     if k == I.TRANSLATE:
-        return translate(clips, question)
+        return translate(clips, question, p)
     if k == I.LANGUAGE:
-        return language(clips)
+        return language(clips, p)
     if k == I.EMOTION:
-        return emotion(clips)
+        return emotion(clips, p)
     if k == I.SPEAKER:
-        return speaker(clips)
+        return speaker(clips, p)
     if k == I.INSTRUMENT:
-        return instruments(clips)
+        return instruments(clips, p)
     if k == I.MUSIC:
-        return music(clips)
+        return music(clips, p)
     if k == I.SOUND:
-        return what_is(clips, question)
+        return what_is(clips, question, p)
     subject = "sound" if re.search(r"\bsound\b|声音", question, re.I) else "speech"
-    return describe(clips, subject)
+    return describe(clips, subject, p)

@@ -102,6 +102,24 @@ def route(question: str) -> Intent:
     return Intent(kind)
 
 
+# A quoted stretch: "..." “...” 「...」 『...』 «...» ‘...’, or '...' not inside a word (so "what's" is no quote).
+_ANY_QUOTE = re.compile(r"[\"“”«»「」『』‘’][^\"“”«»「」『』‘’]*[\"“”«»「」『』‘’]|(?<!\w)'[^']*'(?!\w)")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # CJK ideographs
+_KANA = re.compile(r"[\u3040-\u30ff]")  # hiragana and katakana: Japanese, not Chinese
+
+
+def question_language(question: str) -> str:
+    """'zh' when the question's own words (outside quotes) contain CJK ideographs and no kana, else 'en'.
+
+    '请找出 "middle classes" 的开始和结束时间' is Chinese; 'When does she say "你没事吧"?' is English. A
+    question that is nothing but a quotation is judged by the quotation.
+    """
+    own = _ANY_QUOTE.sub(" ", question)
+    if not re.search(r"\w", own):
+        own = question
+    return "zh" if _HAN.search(own) and not _KANA.search(own) else "en"
+
+
 _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "last": -1, "1st": 1, "2nd": 2, "3rd": 3}
 _ZH_ORDINALS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "1": 1, "2": 2, "3": 3, "4": 4, "5": 5}
 

