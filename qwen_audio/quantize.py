@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import re
 import threading
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .errors import OptionError
+from .errors import OptionError, SlowPathWarning
 
 # Up to this many rows the packed kernel is faster than dequantizing: it costs ~0.6 ms a row for an
 # 11008 x 4096 weight, dequantizing ~20 ms (int8) or ~50 ms (int4) once (measured on AMX, 2 threads).
@@ -31,7 +32,7 @@ DEQUANT_ROWS = 1024  # output rows dequantized at a time, into a buffer reused (
 # The packed kernels take activations and scales in bfloat16: with float32 ones they run 8-20x slower,
 # on AVX2 and AVX-512 alike (measured: int8 4.2 vs 37 ms, int4 3.3 vs 78 ms for 11008 x 4096, 1 thread).
 PACKED_DTYPE = torch.bfloat16
-INT4_BLOCK_N = 64  # the CPU int4 kernel packs 64 output rows per block (see `unpack_int4`)
+INT4_BLOCK_N = 64  # int4 weights have a multiple of 64 rows: the CPU kernel's blocks are 64 or 32 (see `int4_block`)
 _SPEC = re.compile(r"^int(?P<bits>8|4)(?:-(?P<group>32|64|128|256))?$")
 
 
@@ -87,12 +88,13 @@ def quantize_int4(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch
     return codes, torch.stack([scales.squeeze(-1), zeros.squeeze(-1)], dim=-1).transpose(0, 1).contiguous()
 
 
-def unpack_int4(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
-    """The int32 codes [N, K] of a weight packed by `_convert_weight_to_int4pack_for_cpu`: blocks of 64 rows,
-    each k holding 32 bytes whose low nibbles are rows 0-31 of the block and high nibbles rows 32-63.
-    Checked against the kernel at first use (`int4_layout_is_known`)."""
-    blocks = packed.reshape(n // INT4_BLOCK_N, k, INT4_BLOCK_N // 2)
-    codes = torch.cat([blocks & 0xF, blocks >> 4], dim=-1)  # [N / 64, K, 64]
+def unpack_int4(packed: torch.Tensor, n: int, k: int, block: int | None = None) -> torch.Tensor:
+    """The int32 codes [N, K] of a weight packed by `_convert_weight_to_int4pack_for_cpu`: blocks of `block`
+    rows (the kernel's: 64 with AVX-512, 32 with AVX2; default: this CPU's, see `int4_block`), each k
+    holding block / 2 bytes whose low nibbles are the block's first half of rows and high nibbles the second."""
+    block = block or int4_block()
+    blocks = packed.reshape(n // block, k, block // 2)
+    codes = torch.cat([blocks & 0xF, blocks >> 4], dim=-1)  # [N / block, K, block]
     return codes.permute(0, 2, 1).reshape(n, k).to(torch.int32)
 
 
@@ -116,19 +118,26 @@ def from_nibbles(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack([packed & 0xF, packed >> 4], dim=-1).reshape(packed.shape[0], -1).to(torch.int32)
 
 
-_LAYOUT_KNOWN: bool | None = None
+_BLOCK: int | None | bool = False  # False: not checked yet
 
 
-def int4_layout_is_known() -> bool:
-    """Whether this torch packs int4 weights as `unpack_int4` reads them (checked once, on random codes)."""
-    global _LAYOUT_KNOWN
-    if _LAYOUT_KNOWN is None:
+def int4_block() -> int | None:
+    """Rows per block of this torch's CPU int4 packing on this CPU: it packs by the vector width it runs
+    with (64 rows with AVX-512, 32 with AVX2). None when neither matches (a torch that packs otherwise).
+    Found once, by packing random codes and reading them back."""
+    global _BLOCK
+    if _BLOCK is False:
         codes = torch.randint(0, 16, (2 * INT4_BLOCK_N, 96), dtype=torch.int32, device="cpu",
                               generator=torch.Generator().manual_seed(0))
         packed = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
-        _LAYOUT_KNOWN = packed.shape == (codes.shape[0], codes.shape[1] // 2) and torch.equal(
-            unpack_int4(packed, *codes.shape), codes)
-    return _LAYOUT_KNOWN
+        fits = packed.shape == (codes.shape[0], codes.shape[1] // 2)
+        _BLOCK = next((b for b in (64, 32) if fits and torch.equal(unpack_int4(packed, *codes.shape, b), codes)), None)
+    return _BLOCK
+
+
+def int4_layout_is_known() -> bool:
+    """Whether `unpack_int4` can read what this torch's int4 packing writes on this CPU."""
+    return int4_block() is not None
 
 
 def int4_fits(n: int, k: int, group_size: int) -> bool:
@@ -194,13 +203,12 @@ class QuantLinear(nn.Module):
 
     def dequantize_rows(self, start: int, out: torch.Tensor) -> torch.Tensor:
         """Write weight rows [start, start + len(out)) into `out` [n, K] (its dtype); int4: n and start are
-        multiples of 64, the kernel's blocks."""
+        multiples of 64 (the kernel packs blocks of 64 or 32 rows)."""
         n = out.shape[0]
         if self.bits == 8:
             out.copy_(self.weight[start:start + n])
             return out.mul_(self.scales[start:start + n, None])
-        blocks = self.weight[start:start + n].reshape(n // INT4_BLOCK_N, self.in_features, INT4_BLOCK_N // 2)
-        out.copy_(torch.cat([blocks & 0xF, blocks >> 4], dim=-1).permute(0, 2, 1).reshape(n, self.in_features))
+        out.copy_(unpack_int4(self.weight[start:start + n], n, self.in_features))
         sz = self.scales[:, start:start + n]  # [K / group, n, 2]: w = code * scale + (zero - 8 * scale)
         groups = out.view(n, -1, self.group_size)
         groups.mul_(sz[..., 0].t()[..., None]).add_((sz[..., 1] - 8 * sz[..., 0]).t()[..., None])
@@ -266,6 +274,9 @@ EMBEDDINGS = ("transformer.wte",)  # the word embedding; the encoder's bos/eos p
 def quantize_modules(model: nn.Module, q: Quantization, dtype: torch.dtype) -> list[str]:
     """Replace (on a meta-device model) every nn.Linear with a QuantLinear and the word embedding with a
     QuantEmbedding. Returns the replaced modules' names."""
+    if q.bits == 4 and not int4_layout_is_known():
+        warnings.warn(f"this torch packs CPU int4 weights in a layout qwen_audio does not read (torch "
+                      f"{torch.__version__}): {q.name} is stored as int8 instead", SlowPathWarning, stacklevel=3)
     replaced = []
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):

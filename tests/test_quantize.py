@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -41,6 +44,28 @@ def test_int4_rounds_each_group_to_within_half_a_step_and_the_packing_is_underst
     assert int4_layout_is_known()
     packed = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
     assert torch.equal(unpack_int4(packed, 128, 256), codes)
+
+
+AVX2_CHECK = """
+import torch
+from qwen_audio.quantize import QuantLinear, int4_block
+w = torch.randn(192, 256, generator=torch.Generator().manual_seed(3)) * 0.02
+layer = QuantLinear(256, 192, False, 4, 64)
+layer.set_weight(w, torch.bfloat16)
+x = torch.randn(3, 256, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
+dense = x.float() @ layer.dequantize(torch.float32).t()
+err = (layer(x).float() - dense).abs().max() / dense.abs().max()
+print(int4_block(), float(err))
+"""
+
+
+def test_int4_weights_are_read_back_as_an_avx2_cpu_packs_them():
+    """The CPU int4 kernel packs by the vector width it runs with: 64-row blocks with AVX-512, 32 with AVX2.
+    Held to AVX2, the layout must still be read (or int4 would quietly become int8 on AVX2-only CPUs)."""
+    out = subprocess.run([sys.executable, "-c", AVX2_CHECK], capture_output=True, text=True, check=True,
+                         env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"})
+    block, err = out.stdout.split()
+    assert block in ("32", "64") and float(err) < 0.02, out.stdout
 
 
 @pytest.mark.parametrize("bits", [8, 4])
