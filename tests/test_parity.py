@@ -80,3 +80,33 @@ def test_greedy_chat_turn_by_turn(tiny, goldens, reuse_kv):
                 assert response == turn["greedy_response"]
     finally:
         model.reuse_kv = True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_gpu_answers_as_the_cpu_does(tiny, goldens):
+    """Batched answers (left padding, a captured step per padding), transcription and a multi-turn chat
+    on a CUDA device in float32, with CUDA graphs even for short answers, equal the CPU's."""
+    import qwen_audio
+    from qwen_audio import cuda
+
+    cpu, tok = tiny
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    gpu = qwen_audio.load(cpu.name_or_path, dtype=torch.float32, device="cuda")[0]
+    saved, cuda.MIN_STEPS = cuda.MIN_STEPS, 1
+    try:
+        queries = [golden_query(tok, t["items"]) for c in goldens[0]["chat"] for t in c["turns"][:1]]
+        opts = dict(do_sample=False, max_new_tokens=24)
+        assert [r for r, _ in gpu.chat_batch(tok, queries, **opts)] == [r for r, _ in cpu.chat_batch(tok, queries, **opts)]
+        clip = AUDIO / "1272-128104-0000.flac"
+        assert gpu.transcribe(tok, clip, timestamps=True).text == cpu.transcribe(tok, clip, timestamps=True).text
+
+        def converse(model) -> list[str]:
+            history, answers = None, []
+            for q in queries[:2] + ["And then?"]:
+                answer, history = model.chat(tok, q, history, **opts)
+                answers.append(answer)
+            return answers
+
+        assert converse(gpu) == converse(cpu)
+    finally:
+        cuda.MIN_STEPS = saved
