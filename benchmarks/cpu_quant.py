@@ -190,7 +190,8 @@ def weight_bytes_per_token(mode: str) -> float:
         return 2 * (linears + head)
     if mode == "int8":
         return linears + head
-    return linears * (0.5 + 4 / 64) + head  # int4 in groups of 64 (two bf16 numbers a group); the head int8
+    group = int(mode.split("-")[1]) if "-" in mode else 64  # "int4" or "int4-32", "int4-128"
+    return linears * (0.5 + 4 / group) + head  # int4: two bf16 numbers a group; the head int8
 
 
 def main() -> None:
