@@ -184,3 +184,21 @@ def test_open_questions_ask_the_llm_for_the_question_language(lite):
     bare = LiteModel(model.asr, None)  # no LLM: the refusal is in the question's language too
     r3, _ = bare.chat(tok, tok.from_list_format([glass, {"text": "请根据这段音频给我一些安全建议。"}]))
     assert "开放式问题需要" in r3 and "pip install" in r3, r3
+
+
+def test_a_story_from_several_clips_tells_the_llm_what_is_heard_in_order(lite):
+    """Told each clip's report, the 0.5B swapped the clips in its stories; a story's prompt numbers what is
+    heard in the clips' order, whichever way round they come."""
+    from qwen_audio.lite import LiteModel
+
+    model, tok = lite
+    glass, speech = {"audio": clip("glass-breaking-151256.mp3")}, {"audio": clip("你没事吧-轻松.wav")}
+    fake = LiteModel(model.asr, "fake.gguf", tagger_path=model.tagger_path)
+    fake._llm = Recorder()
+    for clips in ([glass, speech], [speech, glass]):
+        fake.chat(tok, tok.from_list_format([*clips, {"text": "based on these two audio, write a story"}]))
+        user = fake._llm.messages[-1][1]
+        first, second = re.search(r"\n1\. (.*)\n2\. (.*)\n", user).groups()
+        glass_first = clips[0] is glass
+        assert ("breaking glass" in first) == glass_first and ("breaking glass" in second) != glass_first, user
+        assert ("你没事吧" in second) == glass_first, user

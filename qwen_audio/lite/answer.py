@@ -598,9 +598,15 @@ def report_lines(c: Heard, name: str | None = None) -> str:
     return f"{name}: " + "; ".join(facts) + "."
 
 
-def llm_context(clips: Sequence[Heard]) -> str:
+def llm_context(clips: Sequence[Heard], story: bool = False) -> str:
+    """What the LLM is told about the clips: each one's report, or for a story from several clips what is
+    heard, numbered in order (told the reports, the 0.5B swapped the clips in its stories; told the order,
+    it kept it, both ways round)."""
     if not clips:
         return ""
+    if story and len(clips) > 1:
+        events = "\n".join(f"{i + 1}. {what_phrase(c.rep)}" for i, c in enumerate(clips))
+        return "These are heard, in this order (from an audio analyser):\n" + events
     return "The audio clips contain the following (from an audio analyser):\n" + "\n".join(report_lines(c) for c in clips)
 
 

@@ -198,14 +198,14 @@ class LiteModel(Backend):
         messages = [("system", plain_text(conversation.system))]
         for turn in conversation.turns[:-1][-LLM_HISTORY_TURNS:]:
             messages += [("user", plain_text(turn.query)), ("assistant", plain_text(turn.response or ()))]
-        context = A.llm_context(clips)
+        opening = A.answer_opening(question, clips)
+        context = A.llm_context(clips, story=bool(opening))
         # The facts stay in English (what the models were measured with); a Chinese question adds one line
         # asking for a Chinese answer, so the answer follows the question rather than the English facts.
         ask = question + p("reply_in")
         messages.append(("user", f"{context}\n\n{ask}" if context else ask))
         from .llm import whole_sentences
 
-        opening = A.answer_opening(question, clips)
         if opening:
             yield opening
         # Stream freely but for the last ~48 tokens, in which the answer is let to end only at a sentence end.
