@@ -6,8 +6,10 @@ prompt span with it, the encoder cuts its output with it, and the tests check it
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import math
 import os
 import sys
 import threading
@@ -20,7 +22,16 @@ from typing import Iterator, Union
 import numpy as np
 import torch
 
-from .errors import AudioDecodeError, AudioNotFoundError, AudioTooShortError, AudioTruncatedWarning, EmptyAudioError
+from .errors import (
+    AudioDecodeError,
+    AudioError,
+    AudioNotFoundError,
+    AudioTooLongError,
+    AudioTooShortError,
+    AudioTruncatedWarning,
+    EmptyAudioError,
+    OptionError,
+)
 
 SAMPLE_RATE = 16000  # Hz
 N_FFT = 400  # 25 ms analysis window
@@ -72,6 +83,99 @@ def _describe(source) -> str:
 
 
 MIN_SAMPLES = 3 * HOP_LENGTH  # 30 ms: the shortest clip that gives the model one audio position
+MIN_RATE, MAX_RATE = 1000, 768000  # Hz: the sample rates taken, of arrays and of decoded streams
+
+# ---- what untrusted bytes may reach -------------------------------------------------------------------------
+
+# The only FFmpeg demuxers that read a source. Left to itself FFmpeg hands bytes to whichever of its ~370
+# demuxers claims them, and some of those open other files by name: an ffconcat or HLS script sent as "audio"
+# would make a server decode its own files, sbg synthesises hours of sound from one line, image2 reads image
+# sequences. FFmpeg still probes with every demuxer, then refuses (EINVAL) one not named here. A name matches
+# any part of FFmpeg's comma-joined names ("mov" matches "mov,mp4,m4a,3gp,3g2,mj2"), so none here is part
+# of a script, playlist, image or device demuxer's name (tests/test_audio_hostile.py checks).
+AUDIO_DEMUXERS = (
+    "wav",  # RIFF WAVE, RF64, BW64
+    "w64",  # Sony Wave64: WAV past 4 GB
+    "flac",  # native FLAC
+    "mp3",  # MPEG audio layers 1-3: mp3, mp2
+    "ogg",  # Ogg: opus, vorbis, flac, speex
+    "matroska",  # "matroska,webm": webm, mka
+    "mov",  # "mov,mp4,m4a,3gp,3g2,mj2": m4a and mp4 (aac, alac), 3gp, mov
+    "aac",  # raw ADTS AAC
+    "loas",  # LATM/LOAS AAC, as broadcast captures carry it
+    "aiff",  # AIFF and AIFF-C
+    "caf",  # Apple Core Audio Format
+    "amr",  # AMR-NB/WB with the "#!AMR" header: phone recordings
+    "au",  # Sun/NeXT .au, .snd
+    "wv",  # WavPack
+    "asf",  # ASF: wma
+    "ac3",  # raw Dolby Digital
+    "eac3",  # raw Dolby Digital Plus
+    "dts",  # raw DTS
+    "ape",  # Monkey's Audio
+    "tta",  # True Audio
+    "tak",  # TAK
+    "mpc",  # Musepack SV7
+    "mpc8",  # Musepack SV8
+    "shn",  # Shorten, as older speech corpora are kept
+    "nistsphere",  # NIST SPHERE .sph: TIMIT, Switchboard
+    "voc",  # Creative Voice
+)
+FORMATS_TOLD = "wav, flac, mp3, ogg/opus, webm/mka, mp4/m4a, aac, aiff, caf, amr, au, wavpack, wma, ac3, ..."
+# FFmpeg's protocol_whitelist for every source: a name that is no protocol, so nothing a demuxer reads can
+# make it open a file or URL (file:, subfile:, concat:, tee:, http:...). Sources need no protocol: a path is
+# opened here and handed to FFmpeg as a file object.
+NO_PROTOCOL = "none"
+
+
+def _reason(e: BaseException) -> str:
+    """Why decoding failed, in FFmpeg's fixed phrase for the error code (its strerror). Never str(e): PyAV
+    adds the name it gave FFmpeg and FFmpeg's last log line, which can carry a path or a probe detail."""
+    return getattr(e, "strerror", None) or "unreadable data"
+
+
+def _check_rate(rate, name: str) -> None:
+    """Refuse a stream's sample rate outside MIN_RATE..MAX_RATE: at 1 Hz one frame would resample to 16000
+    times as many samples."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioDecodeError(f"{name}: a sample rate of {rate} Hz is not audio this reads ({MIN_RATE}-{MAX_RATE} Hz)")
+
+
+def _check_limit(max_seconds) -> float | None:
+    """`max_seconds` as a float (None: no limit); OptionError unless a positive finite number."""
+    if max_seconds is None:
+        return None
+    number = isinstance(max_seconds, (int, float, np.integer, np.floating)) and not isinstance(max_seconds, bool)
+    if not number or not 0 < max_seconds < math.inf:
+        raise OptionError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
+    return float(max_seconds)
+
+
+def _open_path(path: str):
+    """`path` opened here for reading: FFmpeg gets a file object, and never opens anything by name."""
+    if not os.path.exists(path):
+        raise AudioNotFoundError(f"audio file not found: {path}")
+    if os.path.isdir(path):
+        raise AudioDecodeError(f"{path}: is a folder, not an audio file")
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise AudioDecodeError(f"{path}: cannot read ({_reason(e)})") from e
+
+
+def _open_container(file, name: str):
+    """An av InputContainer reading the file object `file` with AUDIO_DEMUXERS only, nested opens refused."""
+    import av  # lazily: only decoding needs it
+
+    options = {"format_whitelist": ",".join(AUDIO_DEMUXERS), "protocol_whitelist": NO_PROTOCOL}
+    try:
+        return av.open(file, container_options=options, metadata_errors="ignore")
+    except av.FFmpegError as e:
+        if e.errno == errno.EINVAL:  # what FFmpeg returns when the demuxer it chose is not on the list
+            raise AudioDecodeError(f"{name}: not an audio format this reads ({FORMATS_TOLD})") from e
+        raise AudioDecodeError(f"{name}: cannot decode audio ({_reason(e)})") from e
+    except (UnicodeDecodeError, ValueError, OSError) as e:
+        raise AudioDecodeError(f"{name}: cannot decode audio ({_reason(e)})") from e
 
 
 class AudioReader:
@@ -81,65 +185,102 @@ class AudioReader:
     windows. `total_seconds` is the container's stated length (None when it states none). Samples
     are the same, bit for bit, as decoding the whole file at once: libswresample's output for the
     start of a file does not depend on how much of the rest is read.
+
+    Encoded sources are read only by AUDIO_DEMUXERS, through a file object (paths are opened here),
+    and FFmpeg may open nothing by name. With `max_seconds`, decoding stops with AudioTooLongError
+    as soon as its 16 kHz output passes that many seconds: the count is of decoded samples, never of
+    what the header states, so a file that lies about its length costs no more than the limit.
     """
 
-    def __init__(self, source: AudioSource, sample_rate: int | None = None, name: str | None = None):
+    def __init__(self, source: AudioSource, sample_rate: int | None = None, name: str | None = None,
+                 max_seconds: float | None = None):
         self.name = name or _describe(source[0] if isinstance(source, tuple) and len(source) == 2 else source)
         self.total_seconds: float | None = None
+        self.max_seconds = _check_limit(max_seconds)
+        self._decoded = 0  # 16 kHz samples produced so far, counted against max_seconds
+        self._heard = 0.0  # seconds of decoded frames handed to libswresample so far
         self._buffer = np.zeros(0, dtype=np.int16)
         if isinstance(source, tuple):
             if len(source) != 2:
                 raise AudioDecodeError(f"{self.name}: pass in-memory audio as (array, sample_rate)")
             source, sample_rate = source
         if isinstance(source, np.ndarray):
-            self._buffer = _convert_array(source, sample_rate or SAMPLE_RATE, self.name)
+            self._buffer = self._counted(_convert_array(source, sample_rate or SAMPLE_RATE, self.name))
             self._chunks = iter(())
             self.total_seconds = len(self._buffer) / SAMPLE_RATE
             return
         if isinstance(source, (bytes, bytearray)):
             file = io.BytesIO(bytes(source))
         elif isinstance(source, (str, os.PathLike)):
-            file = os.fspath(source)
-            if not os.path.exists(file):
-                raise AudioNotFoundError(f"audio file not found: {file}")
-            if os.path.isdir(file):
-                raise AudioDecodeError(f"{file}: is a folder, not an audio file")
+            file = _open_path(os.fspath(source))  # its .name, the path, stays what FFmpeg probes by
         elif hasattr(source, "read"):
             file = source
         else:
             raise AudioDecodeError(f"{self.name}: not an audio source (give a path, bytes, or an array)")
-        self._chunks = self._decode(file)
+        self._chunks = self._decode(file, owned=file is not source)
         next(self._chunks)  # open the container now: a broken file fails here, naming itself
 
-    def _decode(self, file) -> Iterator[np.ndarray]:
-        """Open `file` (yielding nothing once it is open), then yield int16 chunks to the end, flushed."""
+    def _decode(self, file, owned: bool) -> Iterator[np.ndarray]:
+        """Open `file` (yielding nothing once it is open), then yield int16 chunks to the end, flushed.
+        `owned`: the file was opened here, and is closed with the container."""
         import av  # lazily: only decoding needs it
 
         try:
-            container = av.open(file, metadata_errors="ignore")
-        except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as e:
-            raise AudioDecodeError(f"{self.name}: cannot decode audio ({e})") from e
+            container = _open_container(file, self.name)
+        except BaseException:
+            file.close() if owned else None
+            raise
         try:
-            if not container.streams.audio:
-                raise AudioDecodeError(f"{self.name}: no audio stream in this file")
-            stream = container.streams.audio[0]
-            if stream.duration is not None and stream.time_base is not None:
-                self.total_seconds = float(stream.duration * stream.time_base)
-            elif container.duration is not None:
-                self.total_seconds = container.duration / 1_000_000  # av.time_base: microseconds
+            stream = self._audio_stream(container)
             resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
             yield np.zeros(0, dtype=np.int16)
             for frame in container.decode(stream):
+                self._check_frame(frame)
                 for f in resampler.resample(frame):
-                    yield f.to_ndarray().reshape(-1)
+                    yield self._counted(f.to_ndarray().reshape(-1))
             for f in resampler.resample(None):
-                yield f.to_ndarray().reshape(-1)
-        except AudioDecodeError:
+                yield self._counted(f.to_ndarray().reshape(-1))
+        except AudioError:
             raise
         except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as e:
-            raise AudioDecodeError(f"{self.name}: cannot decode audio ({e})") from e
+            raise AudioDecodeError(f"{self.name}: cannot decode audio ({_reason(e)})") from e
         finally:
             container.close()
+            file.close() if owned else None
+
+    def _audio_stream(self, container):
+        """The first audio stream, its declared rate checked; sets `total_seconds` from what the container states."""
+        if not container.streams.audio:
+            raise AudioDecodeError(f"{self.name}: no audio stream in this file")
+        stream = container.streams.audio[0]
+        if stream.sample_rate:  # 0: not stated before decoding; each frame's rate is checked anyway
+            _check_rate(stream.sample_rate, self.name)
+        if stream.duration is not None and stream.time_base is not None:
+            self.total_seconds = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            self.total_seconds = container.duration / 1_000_000  # av.time_base: microseconds
+        return stream
+
+    def _check_frame(self, frame) -> None:
+        """Check a decoded frame before libswresample multiplies it: its rate, and (with a limit) that it
+        does not by itself carry the output a second past `max_seconds`, so that one huge frame is refused
+        before it is resampled. The 16 kHz output tracks the seconds heard within milliseconds, so this
+        refuses only what the count of output samples would refuse a moment later."""
+        _check_rate(frame.sample_rate, self.name)
+        self._heard += frame.samples / frame.sample_rate
+        if self.max_seconds is not None and self._heard > self.max_seconds + 1:
+            raise self._too_long()
+
+    def _counted(self, pcm: np.ndarray) -> np.ndarray:
+        """`pcm` [n] int16, once counted: AudioTooLongError when the output so far passes `max_seconds`."""
+        self._decoded += len(pcm)
+        if self.max_seconds is not None and self._decoded > self.max_seconds * SAMPLE_RATE:
+            raise self._too_long()
+        return pcm
+
+    def _too_long(self) -> AudioTooLongError:
+        return AudioTooLongError(f"{self.name}: longer than the limit of {self.max_seconds:g} s "
+                                 f"(counted as decoded; decoding stopped there)")
 
     def read_pcm(self, n: int | None = None) -> np.ndarray:
         """Up to `n` more int16 samples (all that are left when n is None); fewer only at the end."""
@@ -179,8 +320,9 @@ def _convert_array(array: np.ndarray, sample_rate: int, name: str) -> np.ndarray
         array = array[:, None]
     if array.ndim != 2:
         raise AudioDecodeError(f"{name}: expected (samples,) or (samples, channels), got {array.shape}")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= 768000:
-        raise AudioDecodeError(f"{name}: sample rate must be an integer number of Hz (1000-768000), got {sample_rate!r}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or not MIN_RATE <= sample_rate <= MAX_RATE:
+        raise AudioDecodeError(f"{name}: sample rate must be an integer number of Hz ({MIN_RATE}-{MAX_RATE}), "
+                               f"got {sample_rate!r}")
     n, channels = array.shape
     if n == 0:
         return np.zeros(0, dtype=np.int16)
@@ -222,6 +364,18 @@ def load_audio(source: AudioSource, sample_rate: int | None = None) -> np.ndarra
     if samples.size == 0:
         raise EmptyAudioError(f"{reader.name}: the audio is empty (no samples)")
     return samples
+
+
+def decoded_seconds(source: AudioSource, max_seconds: float, name: str | None = None) -> float:
+    """Seconds of 16 kHz audio in `source` (sources as `load_audio`; a server passes the uploaded bytes),
+    counted by decoding all of it and keeping none of it: memory holds a few seconds of samples whatever
+    the length. Raises AudioTooLongError as soon as the count passes `max_seconds` (decoding stops
+    there; what the header states plays no part), and the decode errors of `load_audio`. Empty audio is 0.0."""
+    n = 0
+    with AudioReader(source, name=name, max_seconds=max_seconds) as reader:
+        while len(pcm := reader.read_pcm(5 * SAMPLE_RATE)):
+            n += len(pcm)
+    return n / SAMPLE_RATE
 
 
 def save_wav(path: str | os.PathLike, samples: np.ndarray) -> str:
@@ -415,22 +569,25 @@ def _fetch(url: str) -> bytes:
     return data
 
 
-def open_source(source: AudioSource, name: str | None = None) -> AudioReader:
-    """An AudioReader for `source`, which may also be a `memory://` name or (tutorial tags) an http(s) URL."""
+def open_source(source: AudioSource, name: str | None = None, max_seconds: float | None = None) -> AudioReader:
+    """An AudioReader for `source`, which may also be a `memory://` name or (tutorial tags) an http(s) URL.
+    With `max_seconds`, reading past that much decoded audio raises AudioTooLongError (see AudioReader)."""
     label = name or (source if isinstance(source, str) else None)
     if isinstance(source, str) and source.startswith(MEMORY_PREFIX):
         source = _recall(source)
     elif isinstance(source, str) and source.startswith(("http://", "https://")):
         source = _fetch(source)
-    return AudioReader(source, name=label)
+    return AudioReader(source, name=label, max_seconds=max_seconds)
 
 
-def load_clip(source: AudioSource | Clip, name: str | None = None, max_samples: int | None = None) -> Clip:
+def load_clip(source: AudioSource | Clip, name: str | None = None, max_samples: int | None = None,
+              max_seconds: float | None = None) -> Clip:
     """Decode `source` into a Clip: all of it, or only its first `max_samples` (the rest is not decoded;
-    `truncated` says whether there was more). Sources as `open_source`."""
+    `truncated` says whether there was more). Sources as `open_source`; AudioTooLongError when what is
+    decoded passes `max_seconds`."""
     if isinstance(source, Clip):
         return source
-    with open_source(source, name) as reader:
+    with open_source(source, name, max_seconds) as reader:
         samples = reader.read(None if max_samples is None else max_samples + 1)
         truncated = max_samples is not None and len(samples) > max_samples
         clip = Clip(reader.name, samples[:max_samples] if truncated else samples, truncated, reader.total_seconds)

@@ -309,7 +309,8 @@ class Backend(ABC):
         if not isinstance(cfg, GenerationConfig):
             raise OptionError(f"generation_config must be a qwen_audio.GenerationConfig, got {type(cfg).__name__}")
         overrides = {k: v for k, v in overrides.items() if k not in _IGNORED_CHAT_KWARGS}
-        return cfg.updated(**overrides) if overrides else cfg
+        return cfg.updated(**overrides)  # a copy even with no overrides: a later assignment to a field of the
+        # model's config must not reach an answer already being written
 
     # -- the tutorial's API ----------------------------------------------------------------------------
 

@@ -19,6 +19,9 @@ Errors are one line on stderr, never a traceback for a user's mistake. Exit stat
     141  stdout was closed by its reader (`qwen-audio transcribe x.wav --format srt | head -1`): the
          status a shell reports for a program ended by SIGPIPE. Nothing is printed; the rest is dropped.
 
+Warnings are one line on stderr too, `qwen-audio: warning: message` (a category that is not the project's
+is named before the message); Python's filters (-W, PYTHONWARNINGS) still decide which are shown.
+
 In `chat`, an error in one turn (of any kind) is reported as one line and the session goes on with
 its history unchanged. `transcribe` writes each segment as soon as it is transcribed (json: at the end);
 with `-o PATH` the path is checked before any work, and after a failure midway PATH keeps what was written.
@@ -32,6 +35,8 @@ import os
 import sys
 import time
 import traceback
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict
 
 from .errors import AudioError, QwenAudioError
@@ -487,6 +492,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
 
         from .server.app import ServerConfig, create_app
+        from .server.connections import guarded_protocol
     except ImportError as e:
         raise QwenAudioError(f"serving needs the server extras: pip install 'qwen-audio[server]' ({e})") from None
     api_key = args.api_key or os.environ.get("QWEN_AUDIO_API_KEY") or None
@@ -495,7 +501,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                       else args.model)
     config = ServerConfig(model_name=name, api_key=api_key, allow_urls=args.allow_urls,
                           max_body_bytes=int(args.max_body_mb * (1 << 20)), max_audio_seconds=args.max_audio_seconds,
-                          timeout_s=args.timeout, max_active=args.max_active, max_queue=args.max_queue)
+                          max_clips=args.max_clips, timeout_s=args.timeout, max_active=args.max_active,
+                          max_queue=args.max_queue, bind_host=args.host, allowed_hosts=tuple(args.allowed_hosts),
+                          cors_origins=tuple(args.cors_origin))
     model, _ = load_model(args.model, args.dtype, args.device, args.quiet, args.quantize)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
@@ -506,7 +514,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"{PROG}: serving {name} on http://{args.host}:{args.port} (web page at /, API at /v1)",
               file=sys.stderr, flush=True)
     uvicorn.run(create_app(model, config), host=args.host, port=args.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=int(args.timeout))
+                timeout_graceful_shutdown=int(args.timeout), http=guarded_protocol(args.header_timeout, args.max_connections))
     return 0
 
 
@@ -659,10 +667,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-urls", action="store_true", help="fetch audio_url parts (public http(s) addresses only)")
     serve.add_argument("--max-body-mb", type=float, default=25.0, help="larger request bodies get 413 (default: 25)")
     serve.add_argument("--max-audio-seconds", type=float, default=3600.0,
-                       help="longer audio to transcribe gets 400 (default: 3600)")
+                       help="a clip longer than this (counted as it is decoded) gets 400 (default: 3600)")
     serve.add_argument("--timeout", type=float, default=600.0, help="seconds a request may run (default: 600)")
     serve.add_argument("--max-active", type=int, default=4, help="answers written at once, in turns (default: 4)")
     serve.add_argument("--max-queue", type=int, default=32, help="waiting requests beyond this get 429 (default: 32)")
+    serve.add_argument("--max-clips", type=int, default=8, help="audio clips per message; more get 400 (default: 8)")
+    serve.add_argument("--allowed-hosts", nargs="+", default=[], metavar="NAME",
+                       help="Host names to answer besides the bound address (a name behind a proxy; '*': any)")
+    serve.add_argument("--cors-origin", nargs="+", default=[], metavar="ORIGIN",
+                       help="origins whose web pages may call the API, e.g. https://app.example (default: none)")
+    serve.add_argument("--header-timeout", type=float, default=10.0,
+                       help="seconds a connection may take to send a request's headers (default: 10)")
+    serve.add_argument("--max-connections", type=int, default=256,
+                       help="open connections at most; more get 503 (default: 256)")
     serve.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint folder, hub id, or 'lite' (default: %(default)s)")
     serve.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
                        help="weights dtype (default: the checkpoint's)")
@@ -717,6 +734,38 @@ def report(e: BaseException, note: str = "") -> int:
     return 1
 
 
+def warning_line(message, category: type[Warning]) -> str:
+    """One line for a warning, with the errors' prefix; a category that is not the project's is named."""
+    text = one_line(str(message))
+    own = category.__module__.partition(".")[0] == __package__.partition(".")[0]  # defined in qwen_audio
+    return f"{PROG}: warning: {text}" if own else f"{PROG}: warning: {category.__name__}: {text}"
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`warnings.showwarning` while the command runs: one line on stderr, not Python's `file:line: Category:
+    message` and the source line (which would point into the console script)."""
+    stream = file if file is not None else sys.stderr
+    if stream is None:  # no stderr (pythonw): nowhere to say it
+        return
+    try:
+        print(warning_line(message, category), file=stream, flush=True)
+    except OSError:  # stderr closed: the warning is lost, as Python's own display loses it
+        pass
+
+
+@contextmanager
+def one_line_warnings():
+    """Show warnings as `show_warning` does until the block ends. Only the display changes: the filters
+    (-W, PYTHONWARNINGS, the library's) still decide which warnings are shown, and the library's
+    warnings stay ordinary Python warnings outside the command line."""
+    previous = warnings.showwarning
+    warnings.showwarning = show_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def quiet_broken_pipe() -> int:
     """stdout's reader has gone: point stdout at /dev/null so that nothing (not even the flush at exit)
     complains, and return the SIGPIPE status."""
@@ -755,7 +804,8 @@ def main(argv: list[str] | None = None) -> int:
         except (AttributeError, ValueError):
             pass
     try:
-        code = run_command(argv)
+        with one_line_warnings():
+            code = run_command(argv)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
         return code
     except BrokenPipeError:

@@ -25,6 +25,10 @@ class AudioTooShortError(AudioError):
     """Audio too short to give the model one position (under 30 ms)."""
 
 
+class AudioTooLongError(AudioError):
+    """Audio longer than a limit, counted as it is decoded, never from what the header claims."""
+
+
 class PromptError(QwenAudioError, ValueError):
     """A malformed prompt: an unclosed <audio> tag, or a prompt longer than the model's window."""
 

@@ -29,7 +29,11 @@ def next_token(logits: torch.Tensor, seen: torch.Tensor, cfg: GenerationConfig,
         logits = logits.scatter(1, seen, prev)
     if not cfg.do_sample:
         return logits.argmax(dim=-1)
-    logits = logits / cfg.temperature
+    # Shifted so that the largest is 0, and divided by at least float32's smallest normal number: a tiny
+    # temperature (1e-300, which is 0 in float32) then sends the others to -inf, greedy as its limit is,
+    # where dividing as it is gives inf - inf and 0 / 0, and softmax NaN.
+    t = max(cfg.temperature, torch.finfo(torch.float32).tiny)
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / t
     if cfg.top_k > 0:
         kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1])).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -37,6 +37,11 @@ class Text:
     def __post_init__(self):
         if not isinstance(self.text, str):
             raise PromptError(f"text must be a string, got {type(self.text).__name__}")
+        try:
+            self.text.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate ("\ud800") is no character: no tokenizer can take it
+            raise PromptError(f"text holds {self.text[e.start]!r} at index {e.start}, a lone surrogate that is "
+                              "not a character") from None
 
 
 @dataclass(frozen=True, eq=False)

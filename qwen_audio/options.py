@@ -1,8 +1,9 @@
-"""Generation options: one frozen type, read from a checkpoint's generation_config.json, validated once.
+"""Generation options: one checked type, read from a checkpoint's generation_config.json.
 
 Every backend takes the same `GenerationConfig`. An instance is always valid: `__post_init__` checks
-every field's type and range, so a bad value in a JSON file, a keyword argument or `updated(...)` is
-refused where it enters, with the field (and the file) named.
+every field's type and range, and assigning a field checks the new value the same way, so a bad value
+in a JSON file, a keyword argument, `updated(...)` or `cfg.top_p = ...` is refused where it enters,
+with the field (and the file) named.
 """
 
 from __future__ import annotations
@@ -20,17 +21,27 @@ PRESETS: dict[str, dict] = {
     # Greedy, reproducible; the small LLM loops without a repetition penalty.
     "lite": dict(max_new_tokens=256, do_sample=False, temperature=0.7, top_p=0.9, repetition_penalty=1.2, seed=1234),
 }
-# Keyword arguments of transformers' `from_pretrained` that mean nothing here and are accepted silently.
 MAX_STOP_STRINGS = 16
+# transformers' names for options spelled differently here: the error says what to write, never taken silently
+# (max_length counts the prompt too, so it is not max_new_tokens under another name).
+TRANSFORMERS_NAMES = {"max_length": "max_new_tokens (new tokens only; the prompt is not counted)", "stop_strings": "stop"}
+# Keyword arguments of transformers' `from_pretrained` that mean nothing here and are accepted silently.
 IGNORED_LOAD_KWARGS = frozenset({"trust_remote_code", "revision", "cache_dir", "local_files_only", "token"})
 
 
-@dataclass(frozen=True)
+# Not frozen: transformers users write `model.generation_config.max_new_tokens = 64`. eq without frozen
+# makes the class unhashable (__hash__ = None): a hash by value of an object that can change would go
+# stale in a set or a cache, so hashing one is a TypeError.
+@dataclass
 class GenerationConfig:
     """How an answer is generated. Defaults are the published chat model's (its generation_config.json).
 
-    Frozen: `cfg.updated(top_p=0.8)` returns a changed copy; `model.chat(..., top_p=0.8)` changes
-    one call; `model.generation_config = cfg` changes the model's default.
+    `model.generation_config.max_new_tokens = 64` changes the model's default, as in transformers: the
+    new value is checked as `updated` checks it (an OptionError names the field and the config is left
+    as it was), and a name the class does not know (`max_length`) is an OptionError, never a new
+    attribute. `cfg.updated(top_p=0.8)` returns a changed copy; `model.chat(..., top_p=0.8)` changes
+    one call; `model.generation_config = cfg` replaces the model's default. Each model loads its own
+    config (presets are copied), so changing one changes no other model's. Not hashable: it can change.
     """
 
     chat_format: str = "chatml"  # "chatml" for the chat model; "raw" is the base model's (task prompts)
@@ -45,6 +56,22 @@ class GenerationConfig:
     pad_token_id: int = 151643  # fed to rows of a batch that have finished
     max_window_size: int = 6144  # oldest history turns are dropped to fit this many prompt tokens
     stop: tuple[str, ...] = ()  # the answer ends before the first of these strings (not included)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name not in _FIELD_NAMES:
+            raise OptionError(_unknown_options([name]))
+        if name in self.__dict__:  # set before, by __init__: an assignment, checked on a copy first
+            try:
+                value = getattr(self.updated(**{name: value}), name)  # `stop` as `updated` takes it
+            except OptionError as e:
+                if str(e).startswith(name + " "):  # the message is about this field
+                    raise
+                raise OptionError(f"{name}={value!r}: {e}") from None  # a check across fields: name this one
+        object.__setattr__(self, name, value)  # the first set of each field is __init__'s; __post_init__ checks
+
+    def __delattr__(self, name: str) -> None:
+        # A deleted field would be set again unchecked (its first set is taken for __init__'s).
+        raise OptionError(f"generation options cannot be deleted ({name}); assign a value instead")
 
     def __post_init__(self):
         for f in fields(self):
@@ -99,10 +126,9 @@ class GenerationConfig:
 
     def updated(self, **overrides) -> "GenerationConfig":
         """A copy with `overrides` applied. Unknown names are an error, never silently ignored."""
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - known)
+        unknown = sorted(set(overrides) - _FIELD_NAMES)
         if unknown:
-            raise OptionError(f"unknown generation option(s) {unknown}; known: {sorted(known)}")
+            raise OptionError(_unknown_options(unknown))
         if isinstance(overrides.get("stop"), (str, list)):  # one string, or a JSON list
             stop = overrides["stop"]
             overrides["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
@@ -110,6 +136,16 @@ class GenerationConfig:
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(GenerationConfig))
+
+
+def _unknown_options(names: list[str]) -> str:
+    """The error for option names this class does not know: the known names, and what to write instead of
+    a transformers name spelled differently here."""
+    hints = "".join(f"; instead of {n}, write {TRANSFORMERS_NAMES[n]}" for n in names if n in TRANSFORMERS_NAMES)
+    return f"unknown generation option(s) {names}; known: {sorted(_FIELD_NAMES)}{hints}"
 
 
 _INT = ("max_new_tokens", "top_k", "eos_token_id", "pad_token_id", "max_window_size")

@@ -44,6 +44,11 @@ FORMATS = [  # (suffix, container, codec, sample format the encoder takes)
     ("opus", "opus", "libopus", "flt"),
     ("webm", "webm", "libopus", "flt"),
     ("m4a", "mp4", "aac", "fltp"),
+    ("mka", "matroska", "aac", "fltp"),
+    ("aac", "adts", "aac", "fltp"),  # raw ADTS
+    ("aiff", "aiff", "pcm_s16be", "s16"),
+    ("caf", "caf", "pcm_s16le", "s16"),
+    ("wv", "wv", "wavpack", "fltp"),
 ]
 
 
@@ -90,6 +95,7 @@ def test_decodes_common_formats(tmp_path, suffix, container, codec, fmt, channel
     encode(path, tone(1.0, 440, rate, channels).reshape(-1, channels), rate, container, codec, fmt)
     x = load_audio(path)
     assert x.dtype == np.float32 and x.ndim == 1
+    assert np.array_equal(load_audio(path.read_bytes()), x)  # the same demuxer reads bytes and paths
     assert abs(len(x) - SAMPLE_RATE) < 0.1 * SAMPLE_RATE  # codecs add a little padding
     # The 440 Hz tone survives decoding, down-mixing and resampling.
     spectrum = np.abs(np.fft.rfft(x[: SAMPLE_RATE // 2]))

@@ -33,7 +33,7 @@ LOAD = {"dtype": "float32", "device": "cpu"}  # as the goldens were made
 N_QUESTIONS = 36
 BAD = {  # id -> the error type its row must give
     "missing-clip": "AudioNotFoundError", "not-audio": "AudioDecodeError", "no-question": "RowError",
-    "bad-task": "RowError", "bad-messages": "RowError",
+    "bad-task": "RowError", "bad-messages": "RowError", "script": "AudioDecodeError",
 }
 
 
@@ -52,6 +52,7 @@ def manifest(tmp_path_factory):
     need_shared()
     folder = tmp_path_factory.mktemp("manifest")
     (folder / "notes.txt").write_text("not audio")
+    (folder / "playlist.wav").write_text(f"ffconcat version 1.0\nfile '{CLIP}'\n")  # a script that names a clip
     rows = [{"id": f"q{i:02d}", "audio": str(CLIP), "question": f"Question {i}: what is it?"}
             for i in range(N_QUESTIONS)]
     rows += [
@@ -60,6 +61,7 @@ def manifest(tmp_path_factory):
         {"id": "transcript", "audio": str(OTHER), "task": "transcribe", "language": "en"},
         {"id": "missing-clip", "audio": "no-such-clip.wav", "question": "What is it?"},  # relative: the manifest's folder
         {"id": "not-audio", "audio": "notes.txt", "question": "What is it?"},
+        {"id": "script", "audio": "playlist.wav", "question": "What is it?"},  # refused: never decodes CLIP
         {"id": "no-question", "audio": str(CLIP)},
         {"id": "bad-task", "audio": str(CLIP), "task": "summarise"},
         {"id": "bad-messages", "messages": [{"role": "robot", "content": "hi"}]},
@@ -182,6 +184,7 @@ def test_local_answers_are_the_librarys_and_bad_rows_are_error_rows(local, tiny)
     for rid, kind in BAD.items():
         assert local[rid]["error_type"] == kind and "answer" not in local[rid]
     assert "no-such-clip.wav" in local["missing-clip"]["error"]
+    assert "not an audio format" in local["script"]["error"] and str(CLIP) not in local["script"]["error"]
     if "messages" in local:  # read by the server's parser (else its error says which extra is missing)
         assert "messages[0].role" in local["bad-messages"]["error"]
 

@@ -5,8 +5,10 @@ subclass, so its streams are the library's ChatStream and TranscriptStream)."""
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+import warnings
 import wave
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 
 from qwen_audio import cli
 from qwen_audio.backend import Backend, Segment, Transcript, TurnStats, Word
-from qwen_audio.errors import AudioDecodeError
+from qwen_audio.errors import AudioDecodeError, AudioTruncatedWarning, SlowPathWarning
 from qwen_audio.messages import plain_text
 from qwen_audio.options import GenerationConfig
 from qwen_audio.transcribe import FORMATTERS
@@ -661,3 +663,67 @@ def test_interrupting_a_real_answer_leaves_the_model_ready_for_the_same_history(
     _, h1 = ref.chat(rtok, q1, **GEN_KW)
     _, h2 = ref.chat(rtok, "and now?", history=h1, **GEN_KW)
     assert session.history == h2
+
+
+# ---- warnings -------------------------------------------------------------------------------------------
+
+MUSIC = AUDIO / "music.wav"  # 97 s: longer than the model's 30 s window
+SOURCE_LINE = re.compile(r"^\S+:\d+: \w*Warning:")  # Python's own display: `path:line: Category: message`
+
+
+def run_with(environ: dict, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(script() + [str(a) for a in args], capture_output=True, text=True, encoding="utf-8",
+                          env=env(**environ), timeout=300, check=False)
+
+
+def test_a_warning_is_one_line_in_the_console_script(tiny_path):
+    if not MUSIC.is_file():
+        pytest.skip(f"{MUSIC} not found")
+    ask = ("ask", "--model", tiny_path, "--dtype", "float32", "--audio", MUSIC, "hi", "--greedy", "--max-new-tokens", "2")
+    out = run_with({"PYTHONWARNINGS": ""}, *ask)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    shown = [line for line in lines if line.startswith("qwen-audio: warning:")]
+    assert len(shown) == 1 and "music.wav" in shown[0] and "only the first 30 s" in shown[0], out.stderr
+    assert not any("sys.exit(main())" in line or SOURCE_LINE.match(line) for line in lines), out.stderr
+    quiet = run_with({"PYTHONWARNINGS": "ignore"}, *ask)  # Python's filters still decide what is shown
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr.lower(), quiet.stderr
+    assert quiet.stdout == out.stdout
+
+
+class Warns(Scripted):
+    """A scripted backend that warns (message, category) for each of `warned` while it prepares an answer."""
+
+    def __init__(self, *warned):
+        super().__init__(["an answer"])
+        self.warned = warned
+
+    def _answer(self, tokenizer, conversation, cfg):
+        for message, category in self.warned:
+            warnings.warn(message, category, stacklevel=2)
+        return super()._answer(tokenizer, conversation, cfg)
+
+
+def test_a_warning_in_a_command_is_one_line(monkeypatch, capsys):
+    before = warnings.showwarning
+    model = Warns(("bfloat16 products are emulated;\n  int8 runs faster", SlowPathWarning),
+                  ("x.wav: 40.0 s of audio", AudioTruncatedWarning), ("a library changed", FutureWarning))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        code, out = in_process(monkeypatch, capsys, model, ["ask", "hi"])
+    assert code == 0 and out.out == "an answer\n"
+    assert out.err == ("qwen-audio: warning: bfloat16 products are emulated; int8 runs faster\n"
+                       "qwen-audio: warning: x.wav: 40.0 s of audio\n"
+                       "qwen-audio: warning: FutureWarning: a library changed\n")  # not the project's: named
+    assert warnings.showwarning is before  # the library's warnings are Python's again
+
+
+def test_warning_filters_still_decide(monkeypatch, capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as `-W ignore` sets it
+        code, out = in_process(monkeypatch, capsys, Warns(("slow", SlowPathWarning)), ["ask", "hi"])
+    assert code == 0 and out.err == ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SlowPathWarning)  # `-W error::...`: the warning is the command's error
+        code, out = in_process(monkeypatch, capsys, Warns(("slow", SlowPathWarning)), ["ask", "hi"])
+    assert code == 1 and out.err.startswith("qwen-audio: internal error: SlowPathWarning: slow")

@@ -2,7 +2,8 @@
 
 History is never mutated; a stream equals the chat; streams read in turns or from threads each get
 their own answer; unknown or invalid options and bad audio are refused before any text; structured
-messages open nothing that text names; a failed turn leaves the conversation usable.
+messages open nothing that text names; a failed turn leaves the conversation usable; an option set on
+`model.generation_config` (as transformers users set it) is checked there and used by the next call.
 """
 
 from __future__ import annotations
@@ -249,3 +250,99 @@ def test_a_stop_string_ends_the_answer_before_it(case):
     assert case.model.chat_batch(case.tok, [q], None, **{**case.options, "max_new_tokens": 24, "stop": [stop]})[0][0] == cut
     if case.name == "faithful":
         assert not any(p.busy for p in case.model.engine.prefixes.entries)  # the prefix was handed back
+
+
+# ---- the model's generation_config, set as transformers users set it -------------------------------------
+
+
+@pytest.fixture
+def own_config(case):
+    """The case's model with a copy of its generation_config (short answers), put back after the test: a
+    module's tests share the model, and `load("lite")` hands every caller the same one."""
+    saved = case.model.generation_config
+    case.model.generation_config = saved.updated(**case.options)
+    yield case.model.generation_config
+    case.model.generation_config = saved
+
+
+def test_an_assigned_option_is_used_by_the_next_chat(case, own_config):
+    q = case.query(case.open_question, str(SPEECH))
+    m, tok = case.model, case.tok
+    expected = m.chat_stream(tok, q, max_new_tokens=3)
+    expected_text = "".join(expected)
+    m.generation_config.max_new_tokens = 3  # the transformers habit
+    assert own_config.max_new_tokens == 3 and m.generation_config is own_config
+    stream = m.chat_stream(tok, q)
+    assert "".join(stream) == expected_text and stream.stats.new_tokens == expected.stats.new_tokens <= 3
+    assert m.chat(tok, q)[0] == expected_text
+    own_config.max_new_tokens = 8
+    longer = m.chat_stream(tok, q)
+    list(longer)
+    assert longer.stats.new_tokens > 3  # the value assigned last is the one used
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("max_new_tokens", 0, "max_new_tokens must be >= 1, got 0"),
+    ("max_new_tokens", 2.5, r"max_new_tokens must be an integer, got 2.5 \(float\)"),
+    ("top_p", 1.5, r"top_p must be in \(0, 1\]"),
+    ("do_sample", "yes", "do_sample must be true or false"),
+    ("seed", "1", "seed must be an integer or null"),
+    ("stop", [""], "stop must be a list of non-empty strings"),
+])
+def test_a_bad_assigned_value_names_the_field_and_changes_nothing(case, own_config, field, value, message):
+    before = own_config.to_dict()
+    with pytest.raises(OptionError, match=message):
+        setattr(case.model.generation_config, field, value)
+    assert own_config.to_dict() == before and case.model.generation_config is own_config
+    assert case.model.options() == own_config  # the next call's options are the ones before
+
+
+def test_a_check_across_fields_names_the_assigned_field(own_config):
+    own_config.do_sample, own_config.temperature = False, 0.0  # greedy: temperature 0 is fine
+    with pytest.raises(OptionError, match=r"^do_sample=True: temperature must be > 0 when sampling"):
+        own_config.do_sample = True
+    assert own_config.do_sample is False
+
+
+@pytest.mark.parametrize("name, hint", [("max_length", "instead of max_length, write max_new_tokens"),
+                                        ("top_pp", "known: .*'top_p'"), ("stop_strings", "instead of stop_strings, write stop")])
+def test_an_unknown_assigned_name_is_refused(case, own_config, name, hint):
+    before = own_config.to_dict()
+    with pytest.raises(OptionError, match=rf"unknown generation option\(s\) \['{name}'\]; .*{hint}"):
+        setattr(case.model.generation_config, name, 5)
+    assert not hasattr(own_config, name) and own_config.to_dict() == before
+    with pytest.raises(OptionError, match=hint):  # the same words for the keyword in a call
+        case.chat(case.query("Recognize the speech", str(SPEECH)), **{name: 5})
+
+
+def test_mutating_a_models_config_changes_no_other_config(case, own_config):
+    source = "lite" if case.name == "lite" else case.model.name_or_path
+    fresh = qwen_audio.GenerationConfig.from_pretrained(source)
+    own_config.max_new_tokens, own_config.top_p = 3, 0.25
+    again = qwen_audio.GenerationConfig.from_pretrained(source)
+    assert again == fresh and again is not fresh and again.max_new_tokens != 3
+    other = own_config.updated()
+    other.top_p = 0.75
+    assert own_config.top_p == 0.25  # `updated` returns an independent copy
+    with pytest.raises(TypeError, match="unhashable"):  # it can change: no hash by value to go stale
+        hash(own_config)
+
+
+def test_assigning_a_whole_config_still_works(case, own_config):
+    q = case.query(case.open_question, str(SPEECH))
+    expected = case.model.chat_stream(case.tok, q, max_new_tokens=2)
+    expected_text = "".join(expected)
+    case.model.generation_config = own_config.updated(max_new_tokens=2)
+    stream = case.model.chat_stream(case.tok, q)
+    assert "".join(stream) == expected_text and stream.stats.new_tokens == expected.stats.new_tokens <= 2
+
+
+def test_assigning_a_dict_is_an_option_error_where_it_is_used(case, own_config):
+    q = case.query("Recognize the speech", str(SPEECH))
+    m, tok = case.model, case.tok
+    m.generation_config = {"max_new_tokens": 5}  # not a GenerationConfig
+    for call in (lambda: m.chat(tok, q), lambda: m.chat_stream(tok, q), lambda: m.chat_batch(tok, [q]),
+                 lambda: m.respond([Message("user", "hi")]), lambda: m.transcribe_stream(tok, str(SPEECH)),
+                 lambda: m.options()):
+        with pytest.raises(OptionError, match="generation_config must be a qwen_audio.GenerationConfig, got dict"):
+            call()

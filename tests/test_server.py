@@ -40,7 +40,7 @@ def free_port() -> int:
 class Server:
     """`qwen-audio serve` in a subprocess, on a free port; its log in `log`."""
 
-    def __init__(self, folder: Path, model: str, *flags: str):
+    def __init__(self, folder: Path, model: str, *flags: str, cwd: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = folder / f"server-{self.port}.log"
@@ -48,7 +48,7 @@ class Server:
         cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "qwen_audio.cli"]
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen([*cmd, "serve", "--model", model, "--port", str(self.port), *flags],
-                                         stdout=log, stderr=subprocess.STDOUT)
+                                         stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -278,10 +278,11 @@ def test_limits_and_keys(logs):
         with open(AUDIO / "music.wav", "rb") as f:
             too_long = error(lambda: long.client().audio.transcriptions.create(model="qwen-audio-tiny", file=f))
         assert too_long.status_code == 400 and too_long.body["code"] == "audio_too_long"
-        assert "97 s of audio, longer than this server's limit of 10 s" in too_long.body["message"]
+        assert "longer than this server's limit of 10 s" in too_long.body["message"] and too_long.body["param"] == "file"
         chat = error(lambda: long.client().chat.completions.create(model="qwen-audio-tiny",
                                                                     messages=ask("what?", AUDIO / "music.wav")))
         assert chat.status_code == 400 and chat.body["code"] == "audio_too_long"
+        assert chat.body["param"] == "messages[0].content[0]"
     finally:
         long.stop()
 

@@ -35,6 +35,9 @@ from ..options import GenerationConfig
 
 IM_START, IM_END, END_OF_TEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 MIN_NEW_TOKENS = 64  # an over-long prompt loses its start so that at least this many tokens can follow
+# Prompt tokens at most (its end is kept): the prompts of open answers are 70-160 tokens (reports, the last
+# turns, the question), and a prompt is computed in one pass the server cannot stop (8,000 tokens: ~140 s).
+MAX_PROMPT_TOKENS = 1024
 MAX_CONTEXT = 8192  # positions a cache may span here, whatever the file allows (a 32k table is 64 MB)
 
 
@@ -362,12 +365,13 @@ class SmolChat:
         `opening`: words the reply already starts with (the caller has written them); the model continues.
 
         Stops at <|im_end|> / <|endoftext|> or after `cfg.max_new_tokens` (capped at what the context
-        leaves). An over-long prompt keeps its end. Greedy unless `cfg.do_sample`.
+        leaves). A prompt past MAX_PROMPT_TOKENS keeps its end. Greedy unless `cfg.do_sample`.
         """
         ids = self.prompt(messages) + (self.tok.encode(opening) if opening else [])
         window = self.model.args.context_length
-        if len(ids) > window - MIN_NEW_TOKENS:
-            ids = ids[-(window - MIN_NEW_TOKENS):]
+        keep = min(MAX_PROMPT_TOKENS, window - MIN_NEW_TOKENS)
+        if len(ids) > keep:
+            ids = ids[-keep:]
         steps = min(cfg.max_new_tokens, window - len(ids))
         return self._write(ids, steps, cfg)
 

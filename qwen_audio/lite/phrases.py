@@ -177,8 +177,8 @@ EN = Phrases("en", {
     "pitch_between": "between the ranges typical of men's and women's voices",
     "pitch_guess": "This is a guess from pitch alone; the lite model does not recognise speakers.",
     "no_tagger": "Naming sounds, instruments and music needs the lite model's sound tagger, which is not installed ({0}).",
-    "no_audio": ("There is no audio in this conversation yet. Add a clip with "
-                 "tokenizer.from_list_format([{{'audio': path}}, {{'text': question}}])."),
+    # Neutral about how a clip is given: the tutorial's strings, structured messages and HTTP clients all read it.
+    "no_audio": "There is no audio in this conversation yet: ask again with a clip beside the question.",
     "no_llm": ("Open questions need the lite model's language model, which is not installed ({0}); without it the "
                "lite model transcribes, translates, names languages, sounds, instruments and music, and finds words "
                "and events in time."),
@@ -346,8 +346,7 @@ ZH = Phrases("zh", {
     "pitch_between": "介于男性和女性声音常见的音高之间",
     "pitch_guess": "这只是根据音高做出的猜测；lite模型不能识别说话人。",
     "no_tagger": "识别声音、乐器和音乐需要lite模型的声音标注器，但它没有安装（{0}）。",
-    "no_audio": ("这段对话里还没有音频。请用 tokenizer.from_list_format([{{'audio': path}}, {{'text': question}}]) "
-                 "添加一段音频。"),
+    "no_audio": "这段对话里还没有音频：请把音频和问题一起发来。",
     "no_llm": ("开放式问题需要lite模型的语言模型，但它没有安装（{0}）；没有它，lite模型也能转写、翻译，识别语言、声音、"
                "乐器和音乐，并找出词语和事件的时间。"),
     "story": "根据{0}，可以写出这样一个故事：\n",

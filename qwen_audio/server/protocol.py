@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
+import reprlib
 import time
 import uuid
 from dataclasses import dataclass, field
 
+from ..errors import PromptError
 from ..grounding import parse_spans
 from ..messages import Audio, Message, Text
 
 AUDIO_FORMATS = ("wav", "mp3", "flac", "ogg", "opus", "webm", "m4a", "mp4", "aac", "pcm16")
 MAX_STOP = 4  # stop strings per request, as OpenAI's API
+MAX_CLIPS = 8  # audio parts per message, unless the server says otherwise (--max-clips)
 _DATA_URL = re.compile(r"^data:audio/[\w.+-]+;base64,(?P<data>.*)$", re.S)
 
 
@@ -56,6 +60,27 @@ def _bad(message: str, param: str | None, code: str = "invalid_value") -> ApiErr
     return ApiError(400, message, param, code)
 
 
+# How a client's value is shown in a message: short, ASCII (a lone surrogate is escaped, not sent as
+# invalid UTF-8), and never deep (a list nested 900 levels would make repr() itself fail).
+_shower = reprlib.Repr()
+_shower.maxstring, _shower.maxother, _shower.maxlevel, _shower.maxlist, _shower.maxdict = 80, 80, 2, 4, 4
+
+
+def show(value) -> str:
+    return _shower.repr(value).encode("ascii", "backslashreplace").decode("ascii")
+
+
+def parse_json(body: bytes):
+    """The request body as JSON, or a 400: not UTF-8, not JSON, nested too deeply for the parser, or a
+    number with more digits than Python converts (4300)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise _bad("the request body is JSON nested too deeply", None, "invalid_json") from None
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError, as is a 5,000-digit integer
+        raise _bad(f"the request body is not JSON that can be read ({str(e)[:200]})", None, "invalid_json") from None
+
+
 def _number(body: dict, name: str, lo: float, hi: float, integer: bool = False):
     value = body.get(name)
     if value is None:
@@ -63,7 +88,7 @@ def _number(body: dict, name: str, lo: float, hi: float, integer: bool = False):
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
         what = "an integer" if integer else "a number"
-        raise _bad(f"{name} must be {what} from {lo} to {hi}, got {value!r}", name)
+        raise _bad(f"{name} must be {what} from {lo} to {hi}, got {show(value)}", name)
     return value
 
 
@@ -83,16 +108,14 @@ def _part(part, param: str, allow_urls: bool) -> Text | Audio | tuple[str, str]:
         raise _bad("content parts are objects with a 'type'", param)
     kind = part.get("type")
     if kind == "text":
-        if not isinstance(part.get("text"), str):
-            raise _bad("a text part needs 'text', a string", f"{param}.text")
-        return Text(part["text"])
+        return _text(part.get("text"), f"{param}.text")
     if kind == "input_audio":
         audio = part.get("input_audio")
         if not isinstance(audio, dict):
             raise _bad("an input_audio part needs 'input_audio': {data, format}", f"{param}.input_audio")
         fmt = audio.get("format")
-        if fmt not in AUDIO_FORMATS:
-            raise _bad(f"unknown audio format {fmt!r}; use one of {', '.join(AUDIO_FORMATS)}",
+        if not isinstance(fmt, str) or fmt not in AUDIO_FORMATS:
+            raise _bad(f"unknown audio format {show(fmt)}; use one of {', '.join(AUDIO_FORMATS)}",
                        f"{param}.input_audio.format", "unsupported_format")
         if fmt == "pcm16":
             raise _bad("raw pcm16 has no sample rate here: send wav", f"{param}.input_audio.format", "unsupported_format")
@@ -110,12 +133,23 @@ def _part(part, param: str, allow_urls: bool) -> Text | Audio | tuple[str, str]:
         if not url.startswith(("http://", "https://")):
             raise _bad("audio_url must be an http(s) or data: URL", f"{param}.audio_url.url")
         return ("url", url)
-    raise _bad(f"unsupported content part type {kind!r}; use text, input_audio or audio_url", f"{param}.type")
+    raise _bad(f"unsupported content part type {show(kind)}; use text, input_audio or audio_url", f"{param}.type")
 
 
-def chat_request(body, allow_urls: bool = False) -> ChatRequest:
+def _text(value, param: str) -> Text:
+    """A client's text as a Text part (a 400 naming `param` when it is not a string of valid Unicode)."""
+    if not isinstance(value, str):
+        raise _bad("text must be a string", param)
+    try:
+        return Text(value)
+    except PromptError as e:  # a lone surrogate ("\ud800" in the JSON) is no character
+        raise _bad(str(e), param) from None
+
+
+def chat_request(body, allow_urls: bool = False, max_clips: int = MAX_CLIPS) -> ChatRequest:
     """Check a /v1/chat/completions body. Unknown fields are ignored, as OpenAI's clients send many;
-    fields whose meaning this server cannot honour are refused when set to anything but their default."""
+    fields whose meaning this server cannot honour are refused when set to anything but their default.
+    A message may hold at most `max_clips` audio parts."""
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object", None)
     raw = body.get("messages")
@@ -131,12 +165,13 @@ def chat_request(body, allow_urls: bool = False) -> ChatRequest:
         param = f"messages[{i}]"
         if not isinstance(m, dict):
             raise _bad("messages are objects with 'role' and 'content'", param)
-        role = {"developer": "system"}.get(m.get("role"), m.get("role"))
-        if role not in ("system", "user", "assistant"):
-            raise _bad(f"unsupported role {m.get('role')!r}; use system, user or assistant", f"{param}.role")
+        role = m.get("role")
+        role = "system" if role == "developer" else role
+        if not isinstance(role, str) or role not in ("system", "user", "assistant"):
+            raise _bad(f"unsupported role {show(m.get('role'))}; use system, user or assistant", f"{param}.role")
         content = m.get("content")
         if isinstance(content, str):
-            parts = [Text(content)]
+            parts = [_text(content, f"{param}.content")]
         elif isinstance(content, list):
             parts = []
             for j, p in enumerate(content):
@@ -148,6 +183,10 @@ def chat_request(body, allow_urls: bool = False) -> ChatRequest:
                 parts.append(part)
         else:
             raise _bad("content must be a string or a list of parts", f"{param}.content")
+        clips = sum(isinstance(p, Audio) for p in parts)
+        if clips > max_clips:
+            raise _bad(f"a message may hold at most {max_clips} audio clips on this server, this one has {clips}",
+                       f"{param}.content", "too_many_clips")
         if role != "user" and any(isinstance(p, Audio) for p in parts):
             raise _bad(f"audio can only be sent in user messages, not in a {role} message", f"{param}.content")
         if messages and messages[-1].role == role and role != "system":  # consecutive turns of one speaker
@@ -241,16 +280,16 @@ def transcription_request(fields: dict, task: str) -> TranscriptionRequest:
 
     fmt = one("response_format", "json")
     if fmt not in TRANSCRIPT_FORMATS:
-        raise _bad(f"unknown response_format {fmt!r}; use one of {', '.join(TRANSCRIPT_FORMATS)}", "response_format")
+        raise _bad(f"unknown response_format {show(fmt)}; use one of {', '.join(TRANSCRIPT_FORMATS)}", "response_format")
     granularities = fields.get("timestamp_granularities[]") or fields.get("timestamp_granularities") or []
     for g in granularities:
         if g not in ("word", "segment"):
-            raise _bad(f"unknown timestamp granularity {g!r}; use word or segment", "timestamp_granularities[]")
+            raise _bad(f"unknown timestamp granularity {show(g)}; use word or segment", "timestamp_granularities[]")
     if granularities and fmt != "verbose_json":
         raise _bad("timestamp_granularities needs response_format verbose_json", "timestamp_granularities[]")
     language = one("language") or None
     if language is not None and not re.fullmatch(r"[a-z]{2,3}", language):
-        raise _bad(f"language must be an ISO-639-1 code such as 'en', got {language!r}", "language")
+        raise _bad(f"language must be an ISO-639-1 code such as 'en', got {show(language)}", "language")
     stream = str(one("stream", "false")).lower()
     if stream not in ("true", "false"):
         raise _bad("stream must be true or false", "stream")
@@ -262,7 +301,7 @@ def transcription_request(fields: dict, task: str) -> TranscriptionRequest:
         try:
             t = float(temperature)
         except ValueError:
-            raise _bad(f"temperature must be a number, got {temperature!r}", "temperature") from None
+            raise _bad(f"temperature must be a number, got {show(temperature)}", "temperature") from None
         if not 0 <= t <= 1:
             raise _bad("temperature must be from 0 to 1", "temperature")
         if t > 0:
