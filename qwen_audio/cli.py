@@ -39,7 +39,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import asdict
 
-from .errors import AudioError, QwenAudioError
+from .errors import AudioError, OptionError, QwenAudioError
 
 DEFAULT_MODEL = "lite"  # the embedded offline backend
 QUANTIZE_CHOICES = ["int8", "int4", "int4-32", "int4-64", "int4-128"]
@@ -495,6 +495,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .server.connections import guarded_protocol
     except ImportError as e:
         raise QwenAudioError(f"serving needs the server extras: pip install 'qwen-audio[server]' ({e})") from None
+    limits = {"--max-body-mb": args.max_body_mb, "--max-audio-seconds": args.max_audio_seconds, "--timeout": args.timeout,
+              "--header-timeout": args.header_timeout, "--max-active": args.max_active, "--max-queue": args.max_queue,
+              "--max-clips": args.max_clips, "--max-connections": args.max_connections}
+    for flag, value in limits.items():
+        if not value > 0:  # NaN too
+            raise OptionError(f"{flag} must be above 0, got {value}")
     api_key = args.api_key or os.environ.get("QWEN_AUDIO_API_KEY") or None
     loopback = args.host in ("127.0.0.1", "localhost", "::1")
     name = args.served_model_name or (os.path.basename(os.path.normpath(args.model)) if os.path.isdir(args.model)

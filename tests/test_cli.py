@@ -605,6 +605,15 @@ def test_missing_audio_exits_1_before_loading(tmp_path, capsys):
     assert capsys.readouterr().err == f"qwen-audio: error: {tmp_path} is a folder, not an audio file\n"
 
 
+@pytest.mark.parametrize("flag, value", [("--max-clips", "0"), ("--timeout", "nan"), ("--header-timeout", "-1"),
+                                         ("--max-connections", "0"), ("--max-body-mb", "0")])
+def test_serve_limits_are_checked_before_loading(monkeypatch, capsys, flag, value):
+    monkeypatch.setattr(cli, "load_model", _load_fails)  # reached only if the flag were taken
+    assert cli.main(["serve", flag, value]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"qwen-audio: error: {flag} must be above 0, got ") and err.count("\n") == 1
+
+
 def test_missing_lite_backend_is_explained(monkeypatch, capsys):
     import sys
 

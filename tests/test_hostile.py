@@ -263,6 +263,36 @@ def test_lite_answers_http_clients_in_their_terms(logs):
         server.stop()
 
 
+def raw_http(server: Server, data: bytes) -> bytes:
+    """What the server answers to `data` sent on a connection of its own, until it closes it (or 5 s)."""
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.settimeout(5)
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+    return out
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",  # a malformed chunk, mid-body
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd",
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n",
+])
+def test_malformed_http_is_a_json_400_and_no_internal_error(tiny, request_bytes):
+    before = tiny.log.read_text()
+    answer = raw_http(tiny, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and json.loads(body)["error"]["message"], answer
+    time.sleep(0.3)
+    assert "Traceback" not in tiny.log.read_text()[len(before):]
+
+
 def test_fuzzed_requests_never_get_a_500(tiny):
     """A few hundred malformed bodies and parts: every answer is a 2xx or a 4xx OpenAI error, and the
     server stays up."""
@@ -365,10 +395,10 @@ def test_dns_rebinding_is_refused_by_the_host_check(tiny):
         assert urllib.request.urlopen(req, timeout=10).status == 200
 
 
-def test_cors_and_allowed_hosts_are_opt_in(logs):
+def test_cors_allowed_hosts_and_the_connection_cap_are_flags(logs):
     need_shared()
     server = Server(logs, str(TINY), "--dtype", "float32", "--quiet", "--cors-origin", "https://app.example",
-                    "--allowed-hosts", "audio.internal")
+                    "--allowed-hosts", "audio.internal", "--max-connections", "3")
     try:
         status, headers, _ = post(server, "/v1/chat/completions", None, {
             "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
@@ -380,6 +410,15 @@ def test_cors_and_allowed_hosts_are_opt_in(logs):
         assert post_json(server, hi, Origin="https://other.example")[0] == 403
         req = urllib.request.Request(server.url + "/health", headers={"Host": "audio.internal:443"})
         assert urllib.request.urlopen(req, timeout=10).status == 200
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+        try:
+            time.sleep(0.3)
+            answer = raw_http(server, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # the fourth
+            assert answer.startswith(b"HTTP/1.1 503") and b"too_many_connections" in answer
+        finally:
+            [s.close() for s in idle]
+        time.sleep(0.3)
+        assert health(server)["status"] == "ok"  # room again
     finally:
         server.stop()
 

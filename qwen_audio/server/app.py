@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -194,6 +194,8 @@ def api_error(e: BaseException) -> P.ApiError:
     if isinstance(e, HTTPException):  # Starlette's own: 404, 405, a malformed multipart body
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "invalid_request")
         return P.ApiError(e.status_code, str(e.detail), None, code, headers=dict(e.headers or {}))
+    if isinstance(e, ClientDisconnect):  # its body was cut short (or malformed): nobody reads this answer
+        return P.ApiError(400, "the client went away before its request had arrived", None, "client_disconnected")
     if isinstance(e, AudioTooLongError):
         named = _PART.match(str(e))
         return P.ApiError(400, str(e), named.group(0) if named else None, "audio_too_long")
@@ -494,7 +496,8 @@ def create_app(backend: Backend, config: ServerConfig) -> Starlette:
     ]
     # The library's errors, the protocol's and a full queue are answered here; anything else reaches
     # Starlette's last-resort handler, which logs its traceback, after `handle` has answered.
-    handled = {P.ApiError: handle, QwenAudioError: handle, QueueFull: handle, HTTPException: handle, Exception: handle}
+    handled = {P.ApiError: handle, QwenAudioError: handle, QueueFull: handle, HTTPException: handle,
+               ClientDisconnect: handle, Exception: handle}
     middleware = [Middleware(Guard, config=config)]
     if config.cors_origins:  # outermost: it answers the preflight; without --cors-origin no CORS header is sent
         middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
