@@ -673,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-urls", action="store_true", help="fetch audio_url parts (public http(s) addresses only)")
     serve.add_argument("--max-body-mb", type=float, default=25.0, help="larger request bodies get 413 (default: 25)")
     serve.add_argument("--max-audio-seconds", type=float, default=3600.0,
-                       help="a clip longer than this (counted as it is decoded) gets 400 (default: 3600)")
+                       help="a request whose audio adds up to more (counted as it is decoded) gets 400 (default: 3600)")
     serve.add_argument("--timeout", type=float, default=600.0, help="seconds a request may run (default: 600)")
     serve.add_argument("--max-active", type=int, default=4, help="answers written at once, in turns (default: 4)")
     serve.add_argument("--max-queue", type=int, default=32, help="waiting requests beyond this get 429 (default: 32)")

@@ -148,6 +148,17 @@ def test_a_long_clip_whose_header_hides_its_length_is_refused(tiny, tmp_path):
     assert post_json(tiny, {"messages": [{"role": "user", "content": [part(short, "flac")]}], **GREEDY})[0] == 200
 
 
+def test_the_limit_is_on_all_the_audio_of_a_request(tiny):
+    forty = silent_flac(40)  # 60 s allowed: one is answered, two in one request are not
+    assert post_json(tiny, {"messages": [{"role": "user", "content": [part(forty, "flac")]}], **GREEDY})[0] == 200
+    other = silent_flac(41)
+    status, _, body = post_json(tiny, {"messages": [
+        {"role": "user", "content": [part(forty, "flac")]}, {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": [part(other, "flac")]}], **GREEDY})
+    err = json.loads(body)["error"]
+    assert status == 400 and err["code"] == "audio_too_long" and err["param"] == "messages[2].content[0]"
+
+
 def test_clips_per_message_are_capped(tiny):
     flac = SPEECH.read_bytes()
     status, _, body = post_json(tiny, {"messages": [{"role": "user", "content": [part(flac, "flac")] * 3}], **GREEDY})

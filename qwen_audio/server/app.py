@@ -63,7 +63,7 @@ class ServerConfig:
     api_key: str | None = None  # when set, /v1/* needs `Authorization: Bearer <key>`
     allow_urls: bool = False  # fetch audio_url parts (public http(s) addresses only)
     max_body_bytes: int = 25 << 20  # larger request bodies get 413
-    max_audio_seconds: float = 3600.0  # longer audio gets 400, counted as it is decoded (never from its header)
+    max_audio_seconds: float = 3600.0  # a request's audio, counted as it is decoded (never from headers); more: 400
     max_clips: int = P.MAX_CLIPS  # audio parts per message; more get 400
     timeout_s: float = 600.0  # a request still running after this gets 504 (or an error event) and is stopped
     max_active: int = 4  # answers written at once, a step each in turn
@@ -248,25 +248,32 @@ class Server:
 
     async def check_audio(self, clips: list[tuple[object, str]], deadline: float) -> None:
         """Decode each (source, param) to its end, counting samples, beside the worker (AUDIO_CHECKS at a
-        time): audio past --max-audio-seconds, or that does not decode, is a 400 naming its part before
-        the request waits in line. Lengths of recent clips are remembered (a conversation resends them)."""
-        limit = self.config.max_audio_seconds
+        time): a request whose audio adds up to more than --max-audio-seconds, or does not decode, is a
+        400 naming the part where it went over, before the request waits in line. The lengths of recent
+        clips are remembered (a conversation resends its clips every turn) and count without decoding."""
+        limit, total = self.config.max_audio_seconds, 0.0
         for source, param in clips:
             key = source_key(source)
-            if key in self._lengths:
-                self._lengths.move_to_end(key)
-                continue
-            async with self._measuring:
-                if time.monotonic() > deadline:
-                    raise self.timed_out()
-                try:
-                    seconds = await run_in_threadpool(decoded_seconds, source, limit, param)
-                except AudioTooLongError:
-                    raise P.ApiError(400, f"{param}: the audio is longer than this server's limit of {limit:g} s "
-                                     "(counted as decoded)", param, "audio_too_long") from None
-            self._lengths[key] = seconds
-            while len(self._lengths) > 256:
-                self._lengths.popitem(last=False)
+            seconds = self._lengths.get(key)
+            if seconds is None:
+                async with self._measuring:
+                    if time.monotonic() > deadline:
+                        raise self.timed_out()
+                    try:  # at most what is left of the request's budget is decoded
+                        seconds = await run_in_threadpool(decoded_seconds, source, max(limit - total, 1e-3), param)
+                    except AudioTooLongError:
+                        raise self.too_long(param) from None
+                self._lengths[key] = seconds
+                while len(self._lengths) > 256:
+                    self._lengths.popitem(last=False)
+            self._lengths.move_to_end(key)
+            total += seconds
+            if total > limit:
+                raise self.too_long(param)
+
+    def too_long(self, param: str) -> P.ApiError:
+        return P.ApiError(400, f"{param}: the request's audio is longer than this server's limit of "
+                          f"{self.config.max_audio_seconds:g} s (counted as decoded)", param, "audio_too_long")
 
     def timed_out(self) -> P.ApiError:
         return P.ApiError(504, f"the request took longer than {self.config.timeout_s:g} s and was stopped",
