@@ -346,3 +346,14 @@ def test_assigning_a_dict_is_an_option_error_where_it_is_used(case, own_config):
                  lambda: m.options()):
         with pytest.raises(OptionError, match="generation_config must be a qwen_audio.GenerationConfig, got dict"):
             call()
+
+
+def test_an_assignment_does_not_reach_an_answer_already_being_written(case, own_config):
+    q = case.query(case.open_question, str(SPEECH))
+    own_config.do_sample, own_config.max_new_tokens = False, 8
+    expected = case.model.chat(case.tok, q)[0]
+    stream = case.model.chat_stream(case.tok, q)  # no keyword: the model's own config, as it is now
+    pieces = iter(stream)
+    first = next(pieces)
+    own_config.do_sample, own_config.temperature, own_config.top_p = True, 5.0, 1.0  # would sample wildly
+    assert first + "".join(pieces) == expected
