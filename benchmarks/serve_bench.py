@@ -364,7 +364,7 @@ def bench_model(name: str, args: argparse.Namespace) -> bool:
         ready = server.wait_healthy()
         print(f"\n== {name}: {' '.join(server.argv[1:])}")
         audio = "the same each time (--cached)" if args.cached else "unique per request"
-        print(f"   server ready in {ready:.1f} s; max-active {args.max_active or '4 (default)'}, "
+        print(f"   server ready in {ready:.1f} s; max-active {args.max_active or '8 (default)'}, "
               f"max-queue {args.max_queue or '32 (default)'}, max_tokens {args.max_tokens}, "
               f"clips in turn: {', '.join(CLIPS)}; audio bytes {audio}")
         for row, (title, question, greedy) in enumerate(rows):

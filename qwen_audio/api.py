@@ -109,8 +109,12 @@ class QwenAudioForCausalLM(Backend, QwenAudioLM):
                                  f"audio_start_id {self.config.audio.audio_start_id}: they do not belong together")
         return tokenizer
 
-    def _answer(self, tokenizer, conversation, cfg):
-        return self.engine.answer(self._check_tokenizer(tokenizer), conversation, cfg)
+    def concurrency(self) -> int:
+        """The scheduler's `max_batch`: answers on threads of their own are written in the same forward passes."""
+        return self.engine.config.max_batch
+
+    def _answer(self, tokenizer, conversation, cfg, cancel):
+        return self.engine.answer(self._check_tokenizer(tokenizer), conversation, cfg, cancel)
 
     def _answer_batch(self, tokenizer, conversations, cfg):
         return self.engine.answer_batch(self._check_tokenizer(tokenizer), conversations, cfg)

@@ -11,6 +11,8 @@ Nothing above this interface asks which backend it has.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, replace
@@ -110,10 +112,14 @@ class ChatStream:
     The pieces concatenate to `.response` and never split a character. `close()` (or leaving a
     `with` block) ends the answer at once and hands back what it holds (caches, memory); a closed
     stream keeps the text written so far in `.response` and has no `.history` or `.stats`.
+    `cancel()` may be called from any thread (a server's timeout or disconnect): the model stops
+    writing the answer at its next step, and the reader's loop ends as if it had closed the stream.
     """
 
-    def __init__(self, pieces: Pieces, history: Callable[[str], list], started: float | None = None):
+    def __init__(self, pieces: Pieces, history: Callable[[str], list], started: float | None = None,
+                 cancel: threading.Event | None = None):
         self._pieces, self._history = pieces, history
+        self._cancel = threading.Event() if cancel is None else cancel
         self._started = time.perf_counter() if started is None else started
         self._text: list[str] = []
         self._state = "new"  # new -> reading -> done | closed
@@ -127,9 +133,15 @@ class ChatStream:
         self._state = "reading"
         first = None
         while self._state == "reading":
+            if self._cancel.is_set():
+                self.close()
+                return
             try:
                 piece = next(self._pieces)
             except StopIteration as stop:
+                if self._cancel.is_set():  # it ended because it was cancelled: not a whole answer
+                    self.close()
+                    return
                 done = time.perf_counter()
                 self.response = "".join(self._text)
                 self.history = self._history(self.response)
@@ -145,8 +157,12 @@ class ChatStream:
                 self.close()
                 raise
 
+    def cancel(self) -> None:
+        """Ask, from any thread, that the answer end at the model's next step (the reader's loop then ends)."""
+        self._cancel.set()
+
     def close(self) -> None:
-        """Stop the answer now and release what it holds. Safe to call more than once."""
+        """Stop the answer now and release what it holds (from the reading thread). Safe to call more than once."""
         if self._state in ("new", "reading"):
             self._state = "closed"
             self._pieces.close()
@@ -223,6 +239,7 @@ class TranscriptStream:
         self.language = language
         self._segments, self._duration, self._total, self._progress = segments, duration, total, progress
         self._got: list[Segment] = []
+        self._cancel = threading.Event()
         self.transcript: Transcript | None = None
 
     def __iter__(self) -> Iterator[Segment]:
@@ -231,6 +248,9 @@ class TranscriptStream:
         bar = _progress_bar(self._total, self._progress)
         try:
             for s in self._segments:
+                if self._cancel.is_set():
+                    self.close()
+                    return
                 self._got.append(s)
                 bar.update(max(0.0, round(s.end - bar.n, 2)))
                 yield s
@@ -238,6 +258,10 @@ class TranscriptStream:
             bar.close()
         self.transcript = Transcript(join_segments(self._got, self.language), list(self._got), self.language,
                                      round(self._duration(), 3))
+
+    def cancel(self) -> None:
+        """Ask, from any thread, that transcription end before its next segment."""
+        self._cancel.set()
 
     def close(self) -> None:
         close = getattr(self._segments, "close", None)
@@ -279,9 +303,10 @@ class Backend(ABC):
         """The tokenizer to use when the caller gives none (structured messages)."""
 
     @abstractmethod
-    def _answer(self, tokenizer, conversation: Conversation, cfg: GenerationConfig) -> Pieces:
+    def _answer(self, tokenizer, conversation: Conversation, cfg: GenerationConfig, cancel: threading.Event) -> Pieces:
         """Prepare the answer to `conversation` (decode and check its audio, build its prompt: errors are
-        raised here, before any text) and return the generator that writes it."""
+        raised here, before any text) and return the generator that writes it. `cancel` is set (from any
+        thread) when the answer is no longer wanted: a backend that computes between pieces stops there."""
 
     def _answer_batch(self, tokenizer, conversations: Sequence[Conversation], cfg: GenerationConfig) -> list[str]:
         """Answers to several conversations; by default one after another. Every conversation is prepared
@@ -289,7 +314,7 @@ class Backend(ABC):
         prepared = []
         try:
             for c in conversations:
-                prepared.append(self._answer(tokenizer, c, cfg))
+                prepared.append(self._answer(tokenizer, c, cfg, threading.Event()))
             return ["".join(pieces) for pieces in prepared]
         finally:
             for pieces in prepared:
@@ -300,6 +325,11 @@ class Backend(ABC):
                     cfg: GenerationConfig) -> tuple[str, Iterator[Segment], Callable[[], float], float | None]:
         """Check `request` and open `source`, then return (language of the text, segment iterator,
         duration() once read, total seconds if known up front). The audio is read as it is transcribed."""
+
+    def concurrency(self) -> int:
+        """How many answers are worth writing at once from threads of one process (batch runs and servers
+        size their thread pools by it): by default the cores, at most 4."""
+        return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
     # -- options ---------------------------------------------------------------------------------------
 
@@ -337,9 +367,11 @@ class Backend(ABC):
         cfg = self.options(generation_config, **options)
         history = copy_history(history)
         conversation = tutorial_conversation(query, history, system)
-        pieces = self._answer(tokenizer if tokenizer is not None else self.default_tokenizer(), conversation, cfg)
+        cancel = threading.Event()
+        pieces = self._answer(tokenizer if tokenizer is not None else self.default_tokenizer(), conversation, cfg,
+                              cancel)
         return ChatStream(stop_at(pieces, cfg.stop) if cfg.stop else pieces,
-                          lambda response: history + [(query, response)], started)
+                          lambda response: history + [(query, response)], started, cancel)
 
     def chat_batch(self, tokenizer, queries: Sequence[str], histories: Sequence | None = None,
                    system: str = DEFAULT_SYSTEM, generation_config: GenerationConfig | None = None,
@@ -371,9 +403,10 @@ class Backend(ABC):
             if clip.is_url():
                 raise PromptError(f"audio {clip.label!r} is a URL: structured messages take paths, bytes or "
                                   "arrays; fetching is the caller's decision")
-        pieces = self._answer(self.default_tokenizer(), conversation, cfg)
+        cancel = threading.Event()
+        pieces = self._answer(self.default_tokenizer(), conversation, cfg, cancel)
         return ChatStream(stop_at(pieces, cfg.stop) if cfg.stop else pieces,
-                          lambda response: messages + [Message("assistant", response)], started)
+                          lambda response: messages + [Message("assistant", response)], started, cancel)
 
     # -- transcription ---------------------------------------------------------------------------------
 

@@ -30,10 +30,10 @@ a run skips the ids already there: a killed run loses only the rows in flight an
 Where rows run:
 
 * Locally (default): one model shared by `workers` threads. Processes would each hold a copy of the
-  weights (16 GB for the 7B checkpoint); threads share one, the engine is thread-safe and answers in
-  parallel, and torch releases the GIL in its kernels, so one row's audio decoding and Python work
-  overlap another's model time. Torch already spreads one answer over every core, so the default is
-  the number of cores, at most MAX_LOCAL_WORKERS.
+  weights (16 GB for the 7B checkpoint); threads share one. On the faithful model each thread decodes
+  and encodes its row's audio and the engine's scheduler writes all their answers in the same forward
+  passes, so the default is the backend's `concurrency()`: the scheduler's `max_batch` there; lite
+  answers on the threads themselves, so there the cores, at most 4.
 * On Ray (`ray="auto"`: the cluster running on this machine, else a new local one; or an address):
   Ray Data makes a dataset of the rows to run and `map_batches` runs it on an actor pool in which each
   actor loads the model once (one actor per CPU, or per `gpus_per_worker` GPUs). This process writes
@@ -57,7 +57,6 @@ from typing import Callable, Iterable, Iterator, TextIO
 
 from .errors import QwenAudioError
 
-MAX_LOCAL_WORKERS = 4  # threads sharing one model: beyond this they only contend for the same cores or GPU
 MAX_RAY_BLOCKS = 10_000  # rows per Ray block is ceil(rows / this): results stream back a block at a time
 TASKS = ("transcribe", "translate")  # what a row's "task" may ask for
 BATCH_DEFAULTS = {"do_sample": False}  # greedy: the same answer wherever a row runs
@@ -313,15 +312,6 @@ def model_name(model: str | os.PathLike) -> str:
     return os.path.abspath(text) if os.path.isdir(text) else text
 
 
-def local_workers() -> int:
-    """Threads for a local run: the cores this process may use, at most MAX_LOCAL_WORKERS."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_LOCAL_WORKERS, cores))
-
-
 def iter_local(rows: list[dict], model, name: str, options: dict, workers: int) -> Iterator[dict]:
     """Result rows as they finish, from `workers` threads sharing `model` (a loaded backend). At most
     2 x workers rows are queued at once, so a long manifest is not all submitted up front."""
@@ -507,7 +497,7 @@ def run_rows(rows: Iterable[dict], out: str | os.PathLike, model: str | os.PathL
              load_options: dict | None = None, gpus_per_worker: float = 0.0, progress: bool = True,
              log: Callable[[str], None] | None = None) -> BatchSummary:
     """Answer `rows` (manifest rows, as `read_manifest` gives them) into the results file `out`, skipping
-    ids already there. `ray`: None runs here on `workers` threads (default: `local_workers()`); "auto"
+    ids already there. `ray`: None runs here on `workers` threads (default: the model's `concurrency()`); "auto"
     or an address runs on Ray with `workers` actors (default: one per CPU, or per `gpus_per_worker`).
     `options`: generation options (greedy unless they say `do_sample=True`). `load_options`: keyword
     arguments of `qwen_audio.load` (dtype, device, ...), in each Ray actor too."""
@@ -530,10 +520,12 @@ def run_rows(rows: Iterable[dict], out: str | os.PathLike, model: str | os.PathL
         if ray is None:
             import qwen_audio
 
-            n = workers or local_workers()
             if progress:
-                say(f"loading model {name} ({n} worker thread{'s' if n > 1 else ''}) ...")
+                say(f"loading model {name} ...")
             loaded, _ = qwen_audio.load(name, **(load_options or {}))
+            n = workers or loaded.concurrency()
+            if progress:
+                say(f"{n} rows at a time")
             bar.started = time.perf_counter()  # rows/s counts rows, not the load
             stream = iter_local(todo, loaded, name, options, n)
         else:

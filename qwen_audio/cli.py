@@ -572,7 +572,8 @@ def _scale(p: argparse.ArgumentParser) -> None:
     """Where rows run: flags shared by batch and eval."""
     p.add_argument("--ray", metavar="auto|ADDRESS", help="run on Ray: 'auto' joins the cluster on this machine or "
                    "starts one; ADDRESS joins that cluster (default: a worker pool here)")
-    p.add_argument("--workers", type=int, help="threads here (default: the cores, at most 4), or Ray actors "
+    p.add_argument("--workers", type=int, help="rows at a time here (default: the model's: 16 on the faithful model, "
+                   "whose scheduler batches them; the cores, at most 4, on lite), or Ray actors "
                    "(default: one per CPU, or per --gpus-per-worker GPUs)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each Ray actor takes (default: 0, CPUs)")
 
@@ -675,7 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-audio-seconds", type=float, default=3600.0,
                        help="a request whose audio adds up to more (counted as it is decoded) gets 400 (default: 3600)")
     serve.add_argument("--timeout", type=float, default=600.0, help="seconds a request may run (default: 600)")
-    serve.add_argument("--max-active", type=int, default=4, help="answers written at once, in turns (default: 4)")
+    serve.add_argument("--max-active", type=int, default=8,
+                       help="answers written at once; the model batches their steps (default: 8)")
     serve.add_argument("--max-queue", type=int, default=32, help="waiting requests beyond this get 429 (default: 32)")
     serve.add_argument("--max-clips", type=int, default=8, help="audio clips per message; more get 400 (default: 8)")
     serve.add_argument("--allowed-hosts", nargs="+", default=[], metavar="NAME",

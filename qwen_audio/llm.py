@@ -7,6 +7,7 @@ rotary positions start at 0 after them, so a padded row computes what it would a
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +123,24 @@ class Attention(nn.Module):
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.c_proj(o.transpose(1, 2).reshape(b, s, d))
 
+    def ragged(self, x: torch.Tensor, segments: list["Segment"], layer: int) -> torch.Tensor:
+        """x: [T, dim], the segments' tokens one after another. The projections run over all T rows at
+        once (one read of the weights for every sequence); attention runs per segment, on its own cache."""
+        t, d = x.shape
+        q, k, v = self.c_attn(x).split(d, dim=1)
+        out, at = [], 0
+        for seg in segments:
+            n = seg.length
+            qs, ks, vs = (z[at:at + n].view(1, n, self.n_head, self.head_dim).transpose(1, 2) for z in (q, k, v))
+            qs, ks = apply_rotary(qs, *seg.rope), apply_rotary(ks, *seg.rope)
+            ks, vs = seg.cache.update(layer, seg.start, ks, vs)
+            if seg.logn is not None:
+                qs = qs * seg.logn.type_as(qs)
+            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=seg.mask)
+            out.append(o.transpose(1, 2).reshape(n, d))
+            at += n
+        return self.c_proj(torch.cat(out) if len(out) > 1 else out[0])
+
 
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -147,6 +166,10 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), rope, logn, mask, cache, layer, start)
         return x + self.mlp(self.ln_2(x))
 
+    def ragged(self, x: torch.Tensor, segments: list["Segment"], layer: int) -> torch.Tensor:
+        x = x + self.attn.ragged(self.ln_1(x), segments, layer)
+        return x + self.mlp(self.ln_2(x))
+
 
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
@@ -155,6 +178,19 @@ class Transformer(nn.Module):
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = RMSNorm(cfg.dim, cfg.norm_eps)
         self.audio = AudioEncoder(cfg.audio)
+
+
+@dataclass(eq=False)
+class Segment:
+    """The tokens of one sequence in a ragged step: `length` tokens at columns [start, start + length) of
+    its own `cache`, with the rotary tables, LogN scale and mask of those positions (see `QwenAudioLM.segment`)."""
+
+    cache: KVCache
+    start: int
+    length: int
+    rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin [1, 1, length, head_dim] float32
+    logn: torch.Tensor | None  # [1, 1, length, 1], or None before the training length
+    mask: torch.Tensor  # [1, 1, length, start + length] bool: causal
 
 
 class QwenAudioLM(nn.Module):
@@ -234,6 +270,25 @@ class QwenAudioLM(nn.Module):
         p1 = (positions + 1).double()
         scale = torch.where(p1 > n, torch.log(p1) / math.log(n), torch.ones_like(p1))
         return scale.float()[:, None, :, None]
+
+    def segment(self, cache: KVCache, start: int, length: int, alpha: float) -> Segment:
+        """What a ragged step needs to run `length` tokens of one sequence at columns [start, start + length)
+        of `cache` (no padding: columns are positions) with NTK `alpha`."""
+        device = cache.k[0].device
+        cols = torch.arange(start, start + length, device=device)
+        mask = torch.arange(start + length, device=device)[None, :] <= cols[:, None]
+        positions = cols[None]
+        return Segment(cache, start, length, self.rope(positions, [alpha]), self.logn(positions), mask[None, None])
+
+    def step(self, x: torch.Tensor, segments: list[Segment], last: list[int]) -> torch.Tensor:
+        """One ragged forward pass. x: [T, dim] input embeddings of every segment's tokens, in segment order
+        (T = the sum of their lengths); `last`: the rows of x whose next-token logits are wanted.
+        Returns logits [len(last), vocab] (float32). Each segment computes what `forward` computes for
+        it alone, with its keys and values written into its own cache."""
+        with attention_kernels(x.device):
+            for i, block in enumerate(self.transformer.h):
+                x = block.ragged(x, segments, i)
+        return self.lm_head(self.transformer.ln_f(x[last])).float()
 
     def forward(
         self,

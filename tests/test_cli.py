@@ -99,7 +99,7 @@ class Scripted(Backend):
         self.seen.append((query, list(history or [])))
         return super().chat_stream(tokenizer, query, history, *args, **kwargs)
 
-    def _answer(self, tokenizer, conversation, cfg):
+    def _answer(self, tokenizer, conversation, cfg, cancel):
         if "bad" in plain_text(conversation.question.query):
             raise AudioDecodeError("bad.wav: cannot decode audio")
         if self.fail_next is not None:
@@ -280,11 +280,11 @@ def test_any_exception_in_a_turn_is_one_line_and_the_session_goes_on(monkeypatch
     lines = ["one", "two", "three", "zero", "four", "/history"]
     real_answer = model._answer
 
-    def answer(tokenizer, conversation, cfg):  # the second question fails before any text, once
+    def answer(tokenizer, conversation, cfg, cancel):  # the second question fails before any text, once
         if plain_text(conversation.question.query) == "two":
             raise RuntimeError("CUDA error: out of memory\nCompile with TORCH_USE_CUDA_DSA to enable device-side"
                                " assertions.")
-        return real_answer(tokenizer, conversation, cfg)
+        return real_answer(tokenizer, conversation, cfg, cancel)
 
     model._answer = answer
     code, out = chat_in_process(monkeypatch, capsys, model, lines)
@@ -707,10 +707,10 @@ class Warns(Scripted):
         super().__init__(["an answer"])
         self.warned = warned
 
-    def _answer(self, tokenizer, conversation, cfg):
+    def _answer(self, tokenizer, conversation, cfg, cancel):
         for message, category in self.warned:
             warnings.warn(message, category, stacklevel=2)
-        return super()._answer(tokenizer, conversation, cfg)
+        return super()._answer(tokenizer, conversation, cfg, cancel)
 
 
 def test_a_warning_in_a_command_is_one_line(monkeypatch, capsys):

@@ -121,9 +121,8 @@ def test_an_abandoned_stream_does_not_turn_off_reuse_and_close_hands_back(synth,
     next(it)  # the reader keeps the stream but never finishes it
     again = model.chat_stream(tok, "go on", h1, **GREEDY)
     text = "".join(again)
-    assert again.stats.reused_tokens == held_reuse(ckpt, h1) > 0  # copied from the busy prefix
+    assert again.stats.reused_tokens == held_reuse(ckpt, h1) > 0  # taken from the prefix of turn 1 or the held answer
     assert text == fresh_answer(ckpt, "go on", h1)
-    assert any(p.busy for p in model.engine.prefixes.entries)
     held.close()
     assert not any(p.busy for p in model.engine.prefixes.entries) and held.history is None
     assert held.response == text[:len(held.response)]

@@ -148,8 +148,9 @@ class LiteModel(Backend):
         return self._llm
 
     # -- the Backend primitives -------------------------------------------------------------------
-    def _answer(self, tokenizer, conversation: Conversation, cfg: GenerationConfig) -> Pieces:
-        """Decode the clips in play now (bad audio raises here, long audio warns), then write lazily."""
+    def _answer(self, tokenizer, conversation: Conversation, cfg: GenerationConfig, cancel) -> Pieces:
+        """Decode the clips in play now (bad audio raises here, long audio warns), then write lazily. (A
+        cancelled answer ends at its next piece: `ChatStream` looks at `cancel` between pieces.)"""
         audio = clips_in_play(conversation)
         decoded = [(a, self.clips.clip(a.source, a.label)) for a in audio]
         return self._write(conversation, decoded, cfg)

@@ -5,8 +5,9 @@
     POST /v1/audio/translations      the same, into English
     GET  /v1/models, /health, /      the model, liveness, the web page
 
-Requests become the library's structured messages (text is only text) and run on one worker thread
-(`worker.py`). Every failure is an OpenAI error object with a fitting status; none shows a traceback.
+Requests become the library's structured messages (text is only text) and run on worker threads
+(`worker.py`), whose answers the engine's scheduler writes together. Every failure is an OpenAI error
+object with a fitting status; none shows a traceback.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class ServerConfig:
     max_audio_seconds: float = 3600.0  # a request's audio, counted as it is decoded (never from headers); more: 400
     max_clips: int = P.MAX_CLIPS  # audio parts per message; more get 400
     timeout_s: float = 600.0  # a request still running after this gets 504 (or an error event) and is stopped
-    max_active: int = 4  # answers written at once, a step each in turn
+    max_active: int = 8  # answers written at once (the engine's scheduler batches their steps), each on a worker thread
     max_queue: int = 32  # requests waiting beyond this get 429 with Retry-After
     url_timeout_s: float = 10.0  # the whole fetch of one audio_url (resolve, connect, redirects, body)
     max_url_bytes: int = 25 << 20

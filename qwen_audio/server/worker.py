@@ -1,10 +1,11 @@
-"""One thread owns the model and writes every answer, a step at a time, in turns.
+"""Worker threads: each takes a request from the queue and writes its answer, `max_active` at once.
 
-Requests wait in a bounded queue (full: the caller answers 429). Up to `max_active` answers are
-written at once: the worker advances each by one step (a token, a transcription window) in turn,
-so a short answer never waits for a long one to finish before its first token. Results go back to
-the asyncio side through the job's queue, thread-safely. A job the client abandoned is closed at
-its next turn, which hands its caches back.
+Requests wait in a bounded queue (full: the caller answers 429). A job runs on a worker thread of its
+own from start to end: its audio is decoded and encoded there, beside the other answers, and its
+tokens come from the engine's scheduler, which writes every running answer in the same forward pass
+(a backend without one writes them side by side on these threads). Results go back to the asyncio
+side through the job's queue, thread-safely. A job the client abandoned or that timed out is cancelled:
+its stream is asked to end at the model's next step, which hands its caches back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 # What a job sends back: ("started", stream) once its audio and prompt are ready, ("item", x) for each
 # piece or segment, then ("done", stream); or ("error", exc) at any point.
@@ -32,7 +33,7 @@ class QueueFull(Exception):
 
 @dataclass(eq=False)
 class Job:
-    """A unit of work: `start()` (run on the worker) opens a stream to iterate; events go to `events`."""
+    """A unit of work: `start()` (run on a worker thread) opens a stream to iterate; events go to `events`."""
 
     start: Callable[[], Any]  # -> a ChatStream or TranscriptStream (iterable, with close())
     loop: asyncio.AbstractEventLoop
@@ -41,34 +42,38 @@ class Job:
     submitted: float = field(default_factory=time.monotonic)
     stream: Any = None
     admitted: float = 0.0
-    _items: Iterator | None = None
 
     def send(self, kind: str, value: Any) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
 
     def cancel(self) -> None:
-        """The client has gone (or timed out): the worker closes the stream at its next turn."""
+        """The client has gone (or timed out): the answer ends at the model's next step (any thread)."""
         self.cancelled.set()
+        if self.stream is not None:
+            self.stream.cancel()
 
 
 class Worker:
-    """Runs jobs on one thread: `submit(job)` (raises QueueFull), `stop()` drains and ends the thread."""
+    """Runs jobs on `max_active` threads: `submit(job)` (raises QueueFull), `stop()` drains and ends them."""
 
     def __init__(self, max_active: int = 4, max_queue: int = 32):
         self.max_active = max_active
         self._waiting: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
-        self._active: list[Job] = []
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="qwen-audio-worker", daemon=True)
+        self._threads = [threading.Thread(target=self._run, name=f"qwen-audio-worker-{i}", daemon=True)
+                         for i in range(max_active)]
+        self._lock = threading.Lock()
+        self._active = 0
         self._job_s = 2.0  # a running average of how long a job takes once admitted, for Retry-After
 
     def start(self) -> "Worker":
-        self._thread.start()
+        for t in self._threads:
+            t.start()
         return self
 
     @property
     def active(self) -> int:
-        return len(self._active)
+        return self._active
 
     @property
     def waiting(self) -> int:
@@ -88,54 +93,53 @@ class Worker:
         return max(1, math.ceil(self._job_s * (self.waiting + 1) / max(1, self.max_active)))
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Take no new requests, finish the ones admitted, then end the thread."""
+        """Take no new requests, finish the ones admitted, then end the threads."""
         self._stopping.set()
-        self._thread.join(timeout)
+        end = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, end - time.monotonic()))
 
-    # -- the worker thread ------------------------------------------------------------------------------
-
-    def _admit(self, block: bool) -> None:
-        while len(self._active) < self.max_active:
-            try:
-                job = self._waiting.get(block=block, timeout=0.1 if block else None)
-            except queue.Empty:
-                return
-            block = False
-            if job.cancelled.is_set():
-                continue
-            try:
-                job.stream = job.start()  # audio is decoded and checked here: errors before any text
-                job._items = iter(job.stream)
-            except BaseException as e:  # noqa: BLE001 - every failure goes back to its request
-                job.send("error", e)
-                continue
-            job.send("started", job.stream)
-            job.admitted = time.monotonic()
-            self._active.append(job)
-
-    def _step(self, job: Job) -> bool:
-        """Advance `job` by one item; False when it has ended."""
-        if job.cancelled.is_set():
-            job.stream.close()
-            return False
-        try:
-            item = next(job._items)
-        except StopIteration:
-            self._job_s = 0.8 * self._job_s + 0.2 * (time.monotonic() - job.admitted)
-            job.send("done", job.stream)
-            return False
-        except BaseException as e:  # noqa: BLE001
-            job.stream.close()
-            job.send("error", e)
-            return False
-        job.send("item", item)
-        return True
+    # -- the worker threads -------------------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
-            self._admit(block=not self._active)
-            if not self._active:
-                if self._stopping.is_set() and self._waiting.empty():
+            try:
+                job = self._waiting.get(timeout=0.1)
+            except queue.Empty:
+                if self._stopping.is_set():
                     return
                 continue
-            self._active = [job for job in self._active if self._step(job)]
+            if job.cancelled.is_set():
+                continue
+            with self._lock:
+                self._active += 1
+            try:
+                self._write(job)
+            finally:
+                with self._lock:
+                    self._active -= 1
+
+    def _write(self, job: Job) -> None:
+        """Start `job` (its audio is decoded and checked here: errors before any text), then send its items."""
+        try:
+            job.stream = job.start()
+            items = iter(job.stream)
+        except BaseException as e:  # noqa: BLE001 - every failure goes back to its request
+            job.send("error", e)
+            return
+        job.send("started", job.stream)
+        job.admitted = time.monotonic()
+        if job.cancelled.is_set():  # cancelled while it started: the stream was not there to be told
+            job.cancel()
+        try:
+            for item in items:
+                job.send("item", item)
+                if job.cancelled.is_set():
+                    return
+        except BaseException as e:  # noqa: BLE001
+            job.send("error", e)
+            return
+        finally:
+            job.stream.close()
+        self._job_s = 0.8 * self._job_s + 0.2 * (time.monotonic() - job.admitted)
+        job.send("done", job.stream)

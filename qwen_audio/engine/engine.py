@@ -1,0 +1,262 @@
+"""Conversations on one model: what answers share and reuse, and the scheduler that writes them.
+
+The model holds weights; the engine holds what answers need besides them, each bounded in bytes with
+the least recently used dropped first:
+
+* clips: what the model hears of each clip (decoded once) and its log-mel (`audio.ClipStore`);
+* features: encoder outputs by (clip, longest clip of its prompt): all clips of a prompt are encoded
+  as one padded batch in the published code, so a clip's features depend on that longest clip;
+* prefixes: the key/values of earlier prompts and answers (`PrefixPool`), shared by every
+  conversation: a later turn, or a new conversation that starts the same way (system prompt, same
+  clip), computes only what differs.
+
+Answers are prepared (clips decoded and encoded, the prompt built and checked) on the caller's thread,
+then written by the engine's scheduler (`scheduler.py`), many per forward pass.
+
+Every answer equals the published computation from scratch: a cached prefix is used only up to the
+first token, clip feature or NTK alpha that differs.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from ..audio import ClipStore, source_key
+from ..backend import Pieces, StopAnswer, TurnStats
+from ..errors import OptionError, PromptError
+from ..generate import Utf8Stream
+from ..llm import QwenAudioLM, ntk_alpha
+from ..messages import Audio, Conversation
+from ..options import GenerationConfig
+from ..tokenizer import QwenTokenizer, chat_prompt
+from .pool import FeatureStore, Prefix, PrefixPool, Span
+from .scheduler import Scheduler, Tokens
+from .sequence import Prepared
+from .sequence import Sequence as Answering
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Memory budgets of what the engine keeps, and the size of a scheduler step."""
+
+    kv_bytes: int = 2 << 30  # key/values of running answers and earlier prompts (0.5 MB per token for the 7B model in bfloat16)
+    feature_bytes: int = 256 << 20  # encoder outputs (6 MB per 30 s clip for the 7B model in bfloat16)
+    clip_bytes: int = 256 << 20  # decoded clips and log-mels (3 MB per 30 s clip)
+    reuse: bool = True  # False: every prompt is computed from scratch (the published way)
+    cuda_graphs: bool = True  # on a CUDA device, replay an answer's decode steps as a CUDA graph while it runs alone
+    step_tokens: int = 256  # tokens per forward pass: every decoding answer's next one, then prompt chunks
+    max_batch: int = 16  # answers written at once; more wait their turn
+
+    def __post_init__(self):
+        for name in ("kv_bytes", "feature_bytes", "clip_bytes", "step_tokens", "max_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise OptionError(f"EngineConfig.{name} must be a positive integer, got {value!r}")
+        if self.step_tokens <= self.max_batch:
+            raise OptionError(f"EngineConfig.step_tokens ({self.step_tokens}) must exceed max_batch "
+                              f"({self.max_batch}): a step carries every running answer's next token and some prompt")
+
+
+class Engine:
+    """Answers on one model: `answer`, `answer_batch`, `complete`. Thread-safe; answers run in parallel."""
+
+    def __init__(self, model: QwenAudioLM, config: EngineConfig = EngineConfig()):
+        self.model, self.config = model, config
+        self.clips = ClipStore(config.clip_bytes)
+        self.features = FeatureStore(config.feature_bytes)
+        self.prefixes = PrefixPool(config.kv_bytes)
+        self._lock = threading.Lock()  # guards the pool's bookkeeping; never held while the model runs
+        self.scheduler = Scheduler(self)
+        self._weights: tuple | None = None
+        self._epoch = 0
+
+    def __reduce__(self):  # copies and pickles of a model start with an empty engine
+        return (Engine, (self.model, self.config))
+
+    # -- preparing ----------------------------------------------------------------------------------
+
+    def _check_weights(self) -> None:
+        """Keys, values and features computed before `model.to(...)` are not this model's: forget them."""
+        now = (self.model.dtype, self.model.device)
+        if now != self._weights:
+            with self._lock:
+                self._weights, self._epoch = now, self._epoch + 1
+                self.prefixes.clear()
+            self.features.clear()
+
+    def span(self, audio: Audio) -> int:
+        """Prompt positions of a clip (decoding it, once)."""
+        return self.clips.clip(audio.source, audio.name).length.span
+
+    @torch.inference_mode()
+    def encode(self, clips: Sequence[Audio]) -> tuple[list[torch.Tensor], list[tuple]]:
+        """Features [span, dim] of the clips of one prompt, as one batch would give them, and their keys."""
+        if not clips:
+            return [], []
+        decoded = [self.clips.clip(a.source, a.name) for a in clips]
+        t_max = max(c.length.after_cnn for c in decoded)
+        keys = [(source_key(a.source), t_max) for a in clips]
+        found = {k: self.features.get(k) for k in keys}
+        missing = [i for i, k in enumerate(keys) if keys.index(k) == i and found[k] is None]
+        if missing:
+            mels = torch.stack([self.clips.mel(clips[i].source, clips[i].name) for i in missing])
+            feats = self.model.embed_audio(mels, [decoded[i].length for i in missing], t_max)
+            for i, f in zip(missing, feats):
+                found[keys[i]] = f
+                self.features.put(keys[i], f)
+        return [found[k] for k in keys], keys
+
+    def prepare(self, tokenizer: QwenTokenizer, conversation: Conversation, cfg: GenerationConfig) -> Prepared:
+        """Build and check the ChatML prompt of `conversation`; decode and encode its clips."""
+        if cfg.chat_format != "chatml":
+            raise PromptError(f"chat needs a chat model (chat_format 'chatml'), this one is {cfg.chat_format!r}: "
+                              "the base Qwen-Audio model takes task prompts (see qwen_audio.transcribe)")
+        self._check_weights()
+        prompt = chat_prompt(tokenizer, conversation, self.span, max_window_size=cfg.max_window_size)
+        ids, limit = prompt.ids, self.model.config.max_position_embeddings
+        if len(ids) >= limit:
+            raise PromptError(f"the prompt is {len(ids)} tokens, longer than the model's window of {limit}")
+        feats, keys = self.encode(prompt.clips)
+        spans = [(s, e, k) for (s, e), k in zip(audio_spans(tokenizer, ids), keys)]
+        return Prepared(ids, feats, spans, self.alpha(len(ids)), min(cfg.max_new_tokens, limit - len(ids)))
+
+    def column_bytes(self) -> int:
+        """Bytes of keys and values per cached token."""
+        c = self.model.config
+        return 2 * c.n_layer * c.n_head * c.head_dim * self.model.dtype.itemsize
+
+    def alpha(self, n_tokens: int) -> float:
+        c = self.model.config
+        return ntk_alpha(n_tokens, c.seq_length) if c.use_dynamic_ntk else 1.0
+
+    # -- answering ----------------------------------------------------------------------------------
+
+    def answer(self, tokenizer: QwenTokenizer, conversation: Conversation, cfg: GenerationConfig,
+               cancel: threading.Event | None = None) -> Pieces:
+        """Prepare now (errors raise here), then submit the answer and return the generator of its text.
+        `cancel` (set from any thread) ends it at the scheduler's next step."""
+        prepared = self.prepare(tokenizer, conversation, cfg)
+        return self._write(tokenizer, self.tokens(prepared, cfg, stop_ids(tokenizer, cfg), cancel=cancel), cfg)
+
+    def _write(self, tokenizer: QwenTokenizer, tokens: Tokens, cfg: GenerationConfig) -> Pieces:
+        """Text pieces of the answer, never splitting a UTF-8 character, without surrounding whitespace;
+        one token is held back (an answer cut by max_new_tokens loses its last token, as published)."""
+        stop, p = tokens.seq.stop, tokens.seq.prompt
+        utf8, pending, n, reason = Utf8Stream(), None, 0, "length"
+        started, spaces = False, ""
+
+        def emit(piece: str) -> Iterator[str]:
+            nonlocal started, spaces
+            if not started:
+                piece = piece.lstrip()
+                started = bool(piece)
+            body = piece.rstrip()
+            if body:
+                yield spaces + body
+                spaces = piece[len(body):]
+            else:
+                spaces += piece
+
+        try:
+            try:
+                for t in tokens:
+                    n += 1
+                    if t in stop:
+                        reason = "stop"
+                        break
+                    if pending is not None:
+                        yield from emit(utf8.push(tokenizer.decode_bytes([pending])))
+                    pending = t
+                if reason == "stop" and pending is not None:
+                    yield from emit(utf8.push(tokenizer.decode_bytes([pending])))
+            finally:
+                tokens.close()  # hand the prefix back now, not when the generator is collected
+            yield from emit(utf8.flush())
+        except StopAnswer:  # a stop string was written: the answer ends here
+            reason = "stop"
+        return TurnStats(len(p.ids), p.reused, n, reason)
+
+    def tokens(self, p: Prepared, cfg: GenerationConfig, stop: set[int], keep: bool = True,
+               cancel: threading.Event | None = None) -> Tokens:
+        """Submit the answer to `p` to the scheduler now; its ids (the stop id last, if one ends it) as written."""
+        seq = Answering(p, cfg, frozenset(stop), keep, cancel=threading.Event() if cancel is None else cancel)
+        self.scheduler.submit(seq)
+        return Tokens(seq, self.scheduler)
+
+    # -- the prefix pool, for the scheduler -----------------------------------------------------------------
+
+    def checkout(self, p: Prepared, keep: bool) -> tuple[Prefix, int]:
+        """A cache for the answer to `p` and how many of its leading columns already hold `p`'s keys."""
+        with self._lock:
+            prefix, n = self.prefixes.checkout(p.ids, p.spans, p.alpha, len(p.ids) + p.max_new_tokens, self._epoch,
+                                               lambda cap: self.model.new_cache(1, cap), self.column_bytes(),
+                                               self.config.reuse and keep)
+            self.prefixes.begin(prefix, n, p.ids, p.spans, p.alpha)
+        return prefix, n
+
+    def checkin(self, prefix: Prefix, ids: list[int], spans: list[Span], keep: bool) -> None:
+        """Hand `prefix` back holding the keys of `ids` (kept for later prompts if `keep` and still valid)."""
+        with self._lock:
+            keep = keep and self.config.reuse and prefix.epoch == self._epoch
+            self.prefixes.checkin(prefix, ids, [sp for sp in spans if sp[1] < len(ids)], keep)
+
+    # -- several at once -----------------------------------------------------------------------------------
+
+    def answer_batch(self, tokenizer: QwenTokenizer, conversations: Sequence[Conversation],
+                     cfg: GenerationConfig) -> list[str]:
+        """Several conversations at once, all prepared (and checked) before the first is submitted; the
+        scheduler writes them side by side, each as it would be alone."""
+        prepared = [self.prepare(tokenizer, c, cfg) for c in conversations]
+        stop = stop_ids(tokenizer, cfg)
+        streams = [self.tokens(p, cfg, stop) for p in prepared]
+        try:
+            answers = []
+            for s in streams:
+                answer, _ = finish(list(s), stop)
+                answers.append(tokenizer.decode(answer).strip())
+            return answers
+        finally:
+            for s in streams:
+                s.close()
+
+    def complete(self, tokenizer: QwenTokenizer, ids: list[int], audio: list[torch.Tensor],
+                 cfg: GenerationConfig) -> list[int]:
+        """The ids generated after a raw prompt (the base model's task prompts), up to a stop id; no reuse."""
+        self._check_weights()
+        limit = self.model.config.max_position_embeddings
+        if len(ids) >= limit:
+            raise PromptError(f"the prompt is {len(ids)} tokens, longer than the model's window of {limit}")
+        spans = [(s, e, ("complete", i)) for i, (s, e) in enumerate(audio_spans(tokenizer, ids))]
+        p = Prepared(ids, audio, spans, self.alpha(len(ids)), min(cfg.max_new_tokens, limit - len(ids)))
+        stop = stop_ids(tokenizer, cfg)
+        out = []
+        for t in self.tokens(p, cfg, stop, keep=False):
+            if t in stop:
+                break
+            out.append(t)
+        return out
+
+
+def stop_ids(tokenizer: QwenTokenizer, cfg: GenerationConfig) -> set[int]:
+    """The ids that end an answer: <|im_end|>, <|im_start|>, <|endoftext|> and the options' eos."""
+    return {tokenizer.im_end_id, tokenizer.im_start_id, tokenizer.eod_id, cfg.eos_token_id}
+
+
+def audio_spans(tokenizer: QwenTokenizer, ids: Sequence[int]) -> list[tuple[int, int]]:
+    """(first, last) column of each `<audio>`..`</audio>` span in `ids`."""
+    starts = [i for i, t in enumerate(ids) if t == tokenizer.audio_start_id]
+    ends = [i for i, t in enumerate(ids) if t == tokenizer.audio_end_id]
+    return list(zip(starts, ends))
+
+
+def finish(tokens: Sequence[int], stop: set[int]) -> tuple[list[int], str]:
+    """The answer's ids: up to the first stop id; when cut by max_new_tokens, the published code
+    drops the last token as well (its decode treats the last position as the end), and so do we."""
+    for i, t in enumerate(tokens):
+        if t in stop:
+            return list(tokens[:i]), "stop"
+    return list(tokens[:-1]), "length"

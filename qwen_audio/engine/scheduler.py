@@ -1,0 +1,248 @@
+"""The scheduler: one thread writes every answer of an engine, many sequences per forward pass.
+
+Each step is one ragged forward pass (`QwenAudioLM.step`) over the next token of every decoding
+sequence plus chunks of the prompts still being read, at most `step_tokens` tokens in all; sequences
+join and leave between steps (continuous batching, chunked prefill). A decode step reads every weight
+once whatever the rows, so rows are nearly free on a CPU and a GPU alike; a bounded prompt chunk keeps
+a step short, so a long prompt never holds another answer's next token for long.
+
+Admission is by memory: a sequence reserves the cache columns of its whole answer (prompt plus
+`max_new_tokens`) when it joins, from the prefix pool's budget, so a running answer never runs out;
+the first waiting sequence joins when that fits, or when nothing else runs. Audio work (decoding,
+the encoder) is done by the caller's thread before a sequence is submitted, never inside a step.
+Cancellation (`Sequence.cancel`, `Tokens.close`) takes effect at the next step boundary.
+
+The thread starts with the first sequence and ends when none is left, so an idle engine holds no thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import TYPE_CHECKING
+
+import torch
+
+from .. import cuda
+from ..errors import NonFiniteError
+from ..generate import check_finite, make_generator, next_token
+from .sequence import END, Sequence
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+class Tokens:
+    """The ids of one answer as the scheduler writes them (the stop id last, if one ends it). `close()`
+    ends the answer at the scheduler's next step and returns once its prefix is handed back."""
+
+    def __init__(self, seq: Sequence, scheduler: "Scheduler"):
+        self.seq, self._scheduler, self._done = seq, scheduler, False
+
+    def __iter__(self) -> "Tokens":
+        return self
+
+    def __next__(self) -> int:
+        if self._done:
+            raise StopIteration
+        item = self.seq.out.get()
+        if item is END or isinstance(item, BaseException):
+            self._done = True
+            if item is END:
+                raise StopIteration
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._done = True
+        self.seq.closed.set()
+        while not self.seq.ended.wait(0.5):
+            if not self._scheduler.alive():  # no thread left to hand it back (it ended with an error)
+                return
+
+
+class Scheduler:
+    """`submit(seq)` from any thread; the sequence's tokens arrive on `seq.out`."""
+
+    def __init__(self, engine: "Engine"):
+        self.engine = engine
+        self._waiting: deque[Sequence] = deque()
+        self._running: list[Sequence] = []
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.steps = 0  # forward passes run (for benchmarks and tests)
+
+    def submit(self, seq: Sequence) -> None:
+        with self._cv:
+            self._waiting.append(seq)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="qwen-audio-scheduler", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+
+    def alive(self) -> bool:
+        with self._cv:
+            return self._thread is not None
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    # -- the thread ----------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cv:
+                    if not self._waiting and not self._running:
+                        self._thread = None
+                        return
+                try:
+                    self._drop_cancelled()
+                    self._admit()
+                    if self._running:
+                        self._step()
+                except BaseException as e:  # noqa: BLE001 - a bug here must not leave callers waiting forever
+                    for seq in list(self._running):
+                        self._retire(seq, e)
+
+    def _drop_cancelled(self) -> None:
+        for seq in [s for s in self._running if s.cancelled()]:
+            self._retire(seq)
+        with self._cv:
+            gone = [s for s in self._waiting if s.cancelled()]
+            for seq in gone:
+                self._waiting.remove(seq)
+        for seq in gone:
+            self._end(seq, END)
+
+    def _admit(self) -> None:
+        """Move waiting sequences in, in order, while their caches fit the budget (one always may, alone)."""
+        engine = self.engine
+        while len(self._running) < engine.config.max_batch:
+            with self._cv:
+                if not self._waiting:
+                    return
+                seq = self._waiting[0]
+                need = seq.capacity * engine.column_bytes()
+                reserved = sum(s.prefix.cache.nbytes for s in self._running)
+                if self._running and reserved + need > engine.config.kv_bytes:
+                    return
+                self._waiting.popleft()
+            try:
+                self._start(seq)
+            except BaseException as e:  # noqa: BLE001 - goes back to its caller
+                self._retire(seq, e)
+                continue
+            self._running.append(seq)
+
+    def _start(self, seq: Sequence) -> None:
+        """Check a prefix out of the pool and embed the part of the prompt it does not hold."""
+        engine, model, p = self.engine, self.engine.model, seq.prompt
+        seq.prefix, n = engine.checkout(p, seq.keep)
+        p.reused = seq.fed = n
+        audio = [f for (s, _, _), f in zip(p.spans, p.audio) if s >= n]
+        seq.pending = model.embed(torch.tensor([p.ids[n:]], device=model.device), audio)[0]
+        seq.seen = torch.tensor([p.ids], device=model.device)
+        seq.generator = make_generator(seq.cfg.seed, model.device)
+
+    def _step(self) -> None:
+        """One forward pass: every decoding sequence's next token, then prompt chunks within the budget."""
+        model, budget = self.engine.model, self.engine.config.step_tokens
+        decoding = [s for s in self._running if s.decoding]
+        if len(decoding) == len(self._running) == 1 and self._graphed(decoding[0]):
+            return
+        parts, segments, wanted = [], [], []
+        if decoding:
+            last = torch.tensor([[s.tokens[-1] for s in decoding]], device=model.device)
+            parts.append(model.embed(last)[0])
+            for s in decoding:
+                segments.append(model.segment(s.prefix.cache, s.fed, 1, s.prompt.alpha))
+                wanted.append(s)
+            budget -= len(decoding)
+        chunks = []
+        # Prompts by what is left of them, shortest first: a short question is read in one step even while
+        # a long prompt is being read (which goes on with what the budget leaves).
+        for s in sorted((s for s in self._running if not s.decoding), key=lambda s: len(s.pending)):
+            if budget <= 0:
+                break
+            n = min(len(s.pending), budget)
+            parts.append(s.pending[:n])
+            segments.append(model.segment(s.prefix.cache, s.fed, n, s.prompt.alpha))
+            chunks.append((s, n))
+            budget -= n
+        rows, at = [], 0  # the rows of x whose logits are wanted: each segment's last, if it ends a prompt
+        for seg in segments:
+            at += seg.length
+            rows.append(at - 1)
+        rows = rows[: len(decoding)] + [r for r, (s, n) in zip(rows[len(decoding):], chunks) if n == len(s.pending)]
+        x = torch.cat(parts) if len(parts) > 1 else parts[0]
+        try:
+            logits = model.step(x, segments, rows)
+        except BaseException as e:  # noqa: BLE001 - every sequence of the step gets the error
+            for s in decoding + [s for s, _ in chunks]:
+                self._retire(s, e)
+            return
+        self.steps += 1
+        for s in decoding:
+            s.fed += 1
+        for s, n in chunks:
+            s.fed += n
+            s.pending = s.pending[n:]
+            if len(s.pending) == 0:
+                s.pending = None
+                wanted.append(s)
+        for i, s in enumerate(wanted):
+            self._next(s, logits[i:i + 1])
+
+    def _graphed(self, seq: Sequence) -> bool:
+        """One answer alone, decoding on a GPU: replay its decode step as a CUDA graph (one launch instead of
+        ~15 a layer, which at batch 1 is most of a step's time); False where that does not apply."""
+        model, config = self.engine.model, self.engine.config
+        left = seq.prompt.max_new_tokens - len(seq.tokens)
+        if model.device.type != "cuda" or not config.cuda_graphs or left < cuda.MIN_STEPS:
+            return False
+        step = cuda.graphed_step(model, seq.prefix.cache, seq.fed, batch=1, pad=None, alpha=[seq.prompt.alpha])
+        try:
+            logits = step(torch.tensor([seq.tokens[-1]], device=model.device), seq.fed)
+        except BaseException as e:  # noqa: BLE001
+            self._retire(seq, e)
+            return True
+        self.steps += 1
+        seq.fed += 1
+        self._next(seq, logits)
+        return True
+
+    def _next(self, seq: Sequence, logits: torch.Tensor) -> None:
+        """Choose `seq`'s next token from its logits [1, V]; hand it over; retire the sequence if it ends."""
+        try:
+            check_finite(self.engine.model, logits, len(seq.tokens))
+        except NonFiniteError as e:
+            self._retire(seq, e)
+            return
+        token = int(next_token(logits, seq.seen, seq.cfg, seq.generator)[0])
+        seq.tokens.append(token)
+        seq.seen = torch.cat([seq.seen, torch.tensor([[token]], device=seq.seen.device)], dim=1)
+        seq.out.put(token)
+        if seq.finished():
+            self._retire(seq)
+
+    def _retire(self, seq: Sequence, error: BaseException | None = None) -> None:
+        """Take `seq` out, hand its prefix back holding exactly what was fed, and end its output."""
+        if seq in self._running:
+            self._running.remove(seq)
+        if seq.prefix is not None:
+            record = (seq.prompt.ids + seq.tokens)[: seq.fed]
+            self.engine.checkin(seq.prefix, record, seq.prompt.spans, seq.keep and error is None)
+            seq.prefix = None
+        self._end(seq, END if error is None else error)
+
+    @staticmethod
+    def _end(seq: Sequence, last) -> None:
+        seq.pending = None
+        seq.out.put(last)
+        seq.ended.set()

@@ -1,0 +1,227 @@
+"""The scheduler: many answers per forward pass, prompts read in chunks, each answer as it would be alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+import qwen_audio
+from qwen_audio.audio import SAMPLE_RATE
+from qwen_audio.engine import Engine, EngineConfig
+from qwen_audio.errors import OptionError
+
+from .conftest import golden_query
+from .synthetic import synthetic_config, tone, write_checkpoint
+
+GREEDY = dict(do_sample=False, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("sched") / "ckpt", synthetic_config(seq_length=64), seed=11)
+
+
+def test_ragged_step_computes_what_each_sequence_computes_alone(ckpt):
+    model, _ = qwen_audio.load(ckpt, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    # Three sequences: a prompt read in two chunks, one decoding past the training length (LogN, another
+    # NTK alpha), one short; each has its own cache.
+    lengths, starts, alphas = [9, 1, 5], [0, 80, 0], [1.0, 3.0, 1.0]
+    prompts = [torch.randint(0, model.config.vocab_size, (1, s + n), generator=g) for s, n in zip(starts, lengths)]
+    with torch.inference_mode():
+        alone, caches = [], []
+        for p, s, a in zip(prompts, starts, alphas):
+            cache = model.new_cache(1, p.shape[1])
+            if s:
+                model(p[:, :s], 0, cache, alpha=[a])
+            alone.append(model(p[:, s:], s, cache, alpha=[a])[0, -1])
+            caches.append(model.new_cache(1, p.shape[1]))
+            if s:
+                model(p[:, :s], 0, caches[-1], alpha=[a])
+        # The same through ragged steps: the first sequence's prompt as 4 + 5 tokens.
+        first = model.segment(caches[0], 0, 4, alphas[0])
+        model.step(model.embed(prompts[0][:, :4])[0], [first], [3])
+        segments = [model.segment(caches[0], 4, 5, alphas[0]), model.segment(caches[1], 80, 1, alphas[1]),
+                    model.segment(caches[2], 0, 5, alphas[2])]
+        x = torch.cat([model.embed(prompts[0][:, 4:])[0], model.embed(prompts[1][:, 80:])[0],
+                       model.embed(prompts[2])[0]])
+        logits = model.step(x, segments, [4, 5, 10])
+    for i in range(3):
+        assert torch.allclose(logits[i], alone[i], atol=1e-5, rtol=1e-5), i
+        assert torch.allclose(caches[i].k[1], model_cache_after(model, prompts[i], alphas[i]).k[1], atol=1e-5)
+
+
+def model_cache_after(model, prompt, alpha):
+    cache = model.new_cache(1, prompt.shape[1])
+    with torch.inference_mode():
+        model(prompt, 0, cache, alpha=[alpha])
+    return cache
+
+
+def test_golden_answers_under_load_equal_the_goldens(tiny, goldens):
+    """Every golden conversation at once, each from a thread of its own, through one scheduler: word for word."""
+    model, tok = tiny
+    chats = goldens[0]["chat"]
+    got: dict[int, list[str]] = {}
+    errors = []
+    steps0 = model.engine.scheduler.steps
+
+    def run(c: int) -> None:
+        try:
+            history, out = None, []
+            for turn in chats[c]["turns"]:
+                response, history = model.chat(tok, golden_query(tok, turn["items"]), history, **GREEDY)
+                out.append(response)
+            got[c] = out
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in range(len(chats))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for c, chat in enumerate(chats):
+        assert got[c] == [t["greedy_response"] for t in chat["turns"]], c
+    turns = sum(len(c["turns"]) for c in chats)
+    assert model.engine.scheduler.steps - steps0 < turns * GREEDY["max_new_tokens"]  # steps were shared
+
+
+@pytest.mark.parametrize("step_tokens", [17, 64])
+def test_prompts_read_in_small_chunks_give_the_golden_answers(tiny, goldens, step_tokens):
+    """A 750-token clip span read 17 tokens at a time: the greedy answers are the goldens' (their smallest
+    margin between the top two logits is 0.024)."""
+    model, tok = tiny
+    saved = model.engine
+    model.engine = Engine(model, EngineConfig(step_tokens=step_tokens, reuse=False))
+    try:
+        for chat in goldens[0]["chat"]:
+            history = None
+            for turn in chat["turns"]:
+                response, history = model.chat(tok, golden_query(tok, turn["items"]), history, **GREEDY)
+                assert response == turn["greedy_response"]
+    finally:
+        model.engine = saved
+
+
+def test_a_short_question_is_answered_while_a_long_prompt_is_read(ckpt, monkeypatch):
+    model, tok = qwen_audio.load(ckpt, dtype=torch.float32)
+    model.engine = Engine(model, EngineConfig(step_tokens=24, max_batch=4))
+    alone = model.chat(tok, "hi", None, do_sample=False, max_new_tokens=2)[0]
+    real = type(model).step
+    monkeypatch.setattr(type(model), "step", lambda *a: (time.sleep(0.05), real(*a))[1])  # a slower model
+    long_query = tok.from_list_format([{"audio": (tone(20.0), SAMPLE_RATE)}, {"text": "describe it"}])
+    long_stream = model.chat_stream(tok, long_query, None, do_sample=False, max_new_tokens=4)
+    reader = threading.Thread(target=lambda: list(long_stream))
+    reader.start()
+    scheduler = model.engine.scheduler
+    while scheduler.steps < 1:  # the long prompt is being read
+        time.sleep(0.001)
+    before = scheduler.steps
+    short = model.chat(tok, "hi", None, do_sample=False, max_new_tokens=2)[0]
+    took = scheduler.steps - before
+    reader.join()
+    assert short == alone
+    # 20 s of audio is 500 prompt positions, 21 steps of 24 tokens: the short question was read in one
+    # step and its second token came in the next (one more while it was being prepared, at most).
+    assert long_stream.stats.prompt_tokens > 480
+    assert took <= 3, took
+
+
+def test_cancel_from_another_thread_ends_the_answer_at_the_next_step(ckpt):
+    model, tok = qwen_audio.load(ckpt, dtype=torch.float32)
+    model.engine = Engine(model, EngineConfig(step_tokens=24))
+    query = tok.from_list_format([{"audio": (tone(25.0), SAMPLE_RATE)}, {"text": "describe it"}])
+    stream = model.chat_stream(tok, query, None, do_sample=False, max_new_tokens=50)
+    pieces = []
+    reader = threading.Thread(target=lambda: pieces.extend(stream))
+    reader.start()
+    while model.engine.scheduler.steps < 2:  # the prompt is being read
+        time.sleep(0.001)
+    stream.cancel()
+    reader.join(10)
+    assert not reader.is_alive()
+    assert stream.history is None and stream.stats is None  # a cancelled answer is not a turn
+    for _ in range(200):  # the scheduler's thread ends once nothing is left
+        if not model.engine.scheduler.alive():
+            break
+        time.sleep(0.01)
+    assert not model.engine.scheduler.alive()
+    assert not any(p.busy for p in model.engine.prefixes.entries)
+    assert model.engine.scheduler.steps < 30  # 25 s of audio is 26 steps of 24 tokens: it stopped early
+    # The model answers the next question as ever.
+    assert model.chat(tok, "hi", None, **GREEDY)[0] == qwen_audio.load(ckpt, dtype=torch.float32)[0].chat(
+        tok, "hi", None, **GREEDY)[0]
+
+
+def test_admission_waits_for_memory_and_every_answer_completes(ckpt):
+    model, tok = qwen_audio.load(ckpt, dtype=torch.float32)
+    column = model.engine.column_bytes()
+    budget = 80 * column  # room for one answer of ~40 prompt + 12 new tokens at a time, not two
+    model.engine = Engine(model, EngineConfig(kv_bytes=budget))
+    alone = [qwen_audio.load(ckpt, dtype=torch.float32)[0].chat(tok, f"question {i}", None, **GREEDY)[0]
+             for i in range(4)]
+    peak, answers, stop = [0], [None] * 4, threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            peak[0] = max(peak[0], model.engine.scheduler.running)
+            time.sleep(0.0005)
+
+    def run(i):
+        answers[i] = model.chat(tok, f"question {i}", None, **GREEDY)[0]
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    watcher.join()
+    assert answers == alone
+    assert peak[0] == 1  # never two at once: their caches together exceed the budget
+
+
+def test_a_failed_step_fails_its_answers_and_the_next_ones_run(ckpt, monkeypatch):
+    model, tok = qwen_audio.load(ckpt, dtype=torch.float32)
+    expected = model.chat(tok, "hello", None, **GREEDY)[0]
+    model.engine.prefixes.clear()
+    real = type(model).step
+    calls = [0]
+
+    def flaky(self, x, segments, last):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise RuntimeError("a kernel failed")
+        return real(self, x, segments, last)
+
+    monkeypatch.setattr(type(model), "step", flaky)
+    with pytest.raises(RuntimeError, match="a kernel failed"):
+        model.chat(tok, "hello", None, **GREEDY)
+    assert not any(p.busy for p in model.engine.prefixes.entries)
+    assert model.chat(tok, "hello", None, **GREEDY)[0] == expected
+
+
+def test_chat_batch_is_written_side_by_side_and_equals_chat(ckpt):
+    model, tok = qwen_audio.load(ckpt, dtype=torch.float32)
+    queries = [tok.from_list_format([{"audio": (tone(1.0 + i, 300 + 100 * i), SAMPLE_RATE)}, {"text": f"q{i}"}])
+               for i in range(3)] + ["plain text"]
+    steps0 = model.engine.scheduler.steps
+    batch = model.chat_batch(tok, queries, None, **GREEDY)
+    steps = model.engine.scheduler.steps - steps0
+    fresh, _ = qwen_audio.load(ckpt, dtype=torch.float32)
+    assert [r for r, _ in batch] == [fresh.chat(tok, q, None, **GREEDY)[0] for q in queries]
+    assert steps < 2 * GREEDY["max_new_tokens"]  # four answers in about the steps of one
+
+
+def test_engine_config_is_checked():
+    with pytest.raises(OptionError, match="step_tokens"):
+        EngineConfig(step_tokens=8, max_batch=8)
+    with pytest.raises(OptionError, match="max_batch"):
+        EngineConfig(max_batch=0)
