@@ -136,7 +136,7 @@ class Attention(nn.Module):
             ks, vs = seg.cache.update(layer, seg.start, ks, vs)
             if seg.logn is not None:
                 qs = qs * seg.logn.type_as(qs)
-            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=seg.mask)
+            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=seg.mask, is_causal=seg.mask is None)
             out.append(o.transpose(1, 2).reshape(n, d))
             at += n
         return self.c_proj(torch.cat(out) if len(out) > 1 else out[0])
@@ -190,7 +190,7 @@ class Segment:
     length: int
     rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin [1, 1, length, head_dim] float32
     logn: torch.Tensor | None  # [1, 1, length, 1], or None before the training length
-    mask: torch.Tensor  # [1, 1, length, start + length] bool: causal
+    mask: torch.Tensor | None  # [1, 1, length, start + length] bool: causal; None: a whole prompt on a GPU (flash)
 
 
 class QwenAudioLM(nn.Module):
@@ -276,9 +276,11 @@ class QwenAudioLM(nn.Module):
         of `cache` (no padding: columns are positions) with NTK `alpha`."""
         device = cache.k[0].device
         cols = torch.arange(start, start + length, device=device)
-        mask = torch.arange(start + length, device=device)[None, :] <= cols[:, None]
         positions = cols[None]
-        return Segment(cache, start, length, self.rope(positions, [alpha]), self.logn(positions), mask[None, None])
+        mask = (torch.arange(start + length, device=device)[None, :] <= cols[:, None])[None, None]
+        if device.type == "cuda" and start == 0 and length > 1:  # nothing before it: causal flash attention
+            mask = None
+        return Segment(cache, start, length, self.rope(positions, [alpha]), self.logn(positions), mask)
 
     def step(self, x: torch.Tensor, segments: list[Segment], last: list[int]) -> torch.Tensor:
         """One ragged forward pass. x: [T, dim] input embeddings of every segment's tokens, in segment order

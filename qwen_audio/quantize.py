@@ -3,10 +3,12 @@
     model, tok = qwen_audio.load(path, quantize="int8")     # or "int4" (groups of 64), "int4-32", "int4-128"
 
 A `QuantLinear` keeps its weight small. A few rows at a time (decoding) go through torch's packed kernels
-(`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`) in bfloat16, which read the small weight once; many
-rows (a prompt, an audio clip) dequantize the weight to the model's compute dtype and use the dense matrix
-product, which is much faster there (AMX in bfloat16, or MKL in float32 where bfloat16 is emulated).
-`QuantEmbedding` keeps int8 rows.
+(`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`) in bfloat16, which read the small weight once; their
+cost grows by a whole weight's worth of work per row. Many rows (a prompt, an audio clip) take other paths:
+int8 weights on a CPU with int8 dot products (VNNI, AMX) multiply int8 by int8 (`torch._int_mm`, each row of
+activations split into two int8 parts so that nothing is lost that bfloat16 would keep); otherwise the weight is
+converted a block at a time to the compute dtype for the dense product (AMX in bfloat16, MKL in float32 where
+bfloat16 is emulated). `QuantEmbedding` keeps int8 rows.
 
 Which layers: every linear of the LLM and of the audio encoder, and the word embedding (int8 rows). In int4
 mode, layers whose shape the int4 kernel cannot take (out features not a multiple of 64, in features not a
@@ -23,12 +25,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .cpu import cpu_flags
 from .errors import OptionError, SlowPathWarning
 
-# Up to this many rows the packed kernel is faster than dequantizing: it costs ~0.6 ms a row for an
-# 11008 x 4096 weight, dequantizing ~20 ms (int8) or ~50 ms (int4) once (measured on AMX, 2 threads).
-PACKED_ROWS = {8: 32, 4: 96}
-DEQUANT_ROWS = 1024  # output rows dequantized at a time, into a buffer reused (in the cache, no page faults)
+# How many rows take which path. Measured with benchmarks/quant_prefill.py (2-core AMX Xeon, 2 threads; its
+# table is in the report of the change that set these). The packed kernels cost ~0.55 ms a row for an 11008 x
+# 4096 weight; converting an int8 weight for the dense product ~5 ms once, dequantizing an int4 one ~15 ms.
+PACKED_ROWS = {8: 32, 4: 40}  # up to this many rows: the packed kernels (int8 ones only without int8 products)
+INT8_MM_ROWS = (8, 192)  # int8 products: from over 8 rows; in bfloat16 up to 192 (then AMX bfloat16 is faster)
+DEQUANT_ROWS = 1024  # int8: weight rows converted at a time, into a buffer reused (no page faults)
+DEQUANT4_ROWS = 512  # int4: weight rows dequantized at a time
+INT8_MM_COLS = 1024  # output columns per int8 product: its int32 sums stay in the cache
+INT8_MM_CHUNK = 512  # rows of x per int8 product (as fast as all at once: bounds its float32 copy of x)
 # The packed kernels take activations and scales in bfloat16: with float32 ones they run 8-20x slower,
 # on AVX2 and AVX-512 alike (measured: int8 4.2 vs 37 ms, int4 3.3 vs 78 ms for 11008 x 4096, 1 thread).
 PACKED_DTYPE = torch.bfloat16
@@ -145,6 +153,27 @@ def int4_fits(n: int, k: int, group_size: int) -> bool:
     return n % INT4_BLOCK_N == 0 and k % group_size == 0 and int4_layout_is_known()
 
 
+_INT8_MM: bool | None = None  # None: not checked yet
+
+
+def int8_products() -> bool:
+    """Whether `torch._int_mm` multiplies int8 matrices exactly and fast here. It needs int8 dot-product
+    instructions (AVX512-VNNI, AVX-VNNI or AMX): without them oneDNN's kernel adds pairs of products in
+    saturating int16 and returns wrong sums (seen with ONEDNN_MAX_CPU_ISA=AVX2 on a VNNI CPU). Checked once:
+    the CPU's flags, then a product with the largest values against its exact result."""
+    global _INT8_MM
+    if _INT8_MM is None:
+        ok = bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+        if ok:
+            g = torch.Generator().manual_seed(0)
+            a = torch.randint(-127, 128, (32, 512), dtype=torch.int8, generator=g)
+            b = torch.randint(-127, 128, (512, 16), dtype=torch.int8, generator=g)
+            a[:8], a[8:12], b[:, :4], b[:, 4:8] = 127, -127, 127, -127  # pairs of 127 * 127 saturate int16
+            ok = torch.equal(torch._int_mm(a, b).double(), a.double() @ b.double())  # float64: exact here
+        _INT8_MM = ok
+    return _INT8_MM
+
+
 # ---- modules ---------------------------------------------------------------------------------------------
 
 
@@ -221,16 +250,72 @@ class QuantLinear(nn.Module):
             self.dequantize_rows(start, w[start:start + DEQUANT_ROWS])
         return w
 
+    def dequantize_t(self, start: int, out: torch.Tensor) -> torch.Tensor:
+        """int4: weight rows [start, start + n) transposed into `out` [K, n] (contiguous; its dtype), as
+        `dequantize_rows` computes them, ~3x faster: the packing's blocks hold, for each k, B / 2 bytes (low
+        nibbles: the block's first B / 2 rows, high: the rest), so [K, n] needs no transposition; the nibbles
+        are split on int32 words (uint8 bitwise ops are slow); scales and zeros are contiguous along n."""
+        k, n, block = self.in_features, out.shape[1], int4_block()
+        words = self.weight[start:start + n].reshape(-1).view(torch.int32)
+        halves = out.view(k, n // block, 2, block // 2)
+        for half, nibble in enumerate((words & 0x0F0F0F0F, (words >> 4).bitwise_and_(0x0F0F0F0F))):
+            halves[:, :, half].copy_(nibble.view(torch.uint8).view(n // block, k, block // 2).transpose(0, 1))
+        sz = self.scales[:, start:start + n]  # [K / group, n, 2]: w = code * scale + (zero - 8 * scale)
+        scale = sz[..., 0].to(out.dtype).contiguous()[:, None]
+        zero = (sz[..., 1] - 8 * sz[..., 0]).to(out.dtype)[:, None]
+        groups = out.view(k // self.group_size, self.group_size, n)
+        return torch.addcmul(zero, groups, scale, out=groups).view(k, n)
+
+    def dense_product(self, rows: torch.Tensor) -> torch.Tensor:
+        """rows [M, K] @ weight.T in rows' dtype, the weight dequantized a block at a time for the dense
+        product. int8: converted exactly (|q| <= 127 fits bfloat16), scaled after the product (the scale is
+        per output): one pass over the weight, not two. int4: `dequantize_t`."""
+        m, k = rows.shape
+        y = torch.empty(m, self.out_features, dtype=rows.dtype, device=rows.device)
+        step = DEQUANT_ROWS if self.bits == 8 else DEQUANT4_ROWS
+        buffer = _SCRATCH.get(step, k, rows.dtype).view(-1)
+        scales = self.scales.to(rows.dtype) if self.bits == 8 else None
+        for start in range(0, self.out_features, step):
+            end = min(start + step, self.out_features)
+            if self.bits == 8:
+                w = buffer[:(end - start) * k].view(end - start, k).copy_(self.weight[start:end])
+                torch.mul(rows @ w.t(), scales[start:end], out=y[:, start:end])
+            else:
+                y[:, start:end] = rows @ self.dequantize_t(start, buffer[:(end - start) * k].view(k, end - start))
+        return y
+
+    def int8_product(self, rows: torch.Tensor) -> torch.Tensor:
+        """int8: rows [M, K] @ weight.T in rows' dtype through int8 x int8 products with exact int32 sums
+        (`torch._int_mm`; see `int8_products`). Each row is x = s * (q1 + q2 / 254), q1 and q2 int8 and s its
+        largest |x| / 127: within s / 508 of x (~1 / 64500 of its largest value), finer than bfloat16's own
+        rounding (1 / 512 of each value) unless the row's values span more than ~126x. Both parts go through
+        one product of twice the rows; the scales apply after it."""
+        m = rows.shape[0]
+        y = torch.empty(m, self.out_features, dtype=rows.dtype, device=rows.device)
+        w_scales = self.scales.float()
+        for r in range(0, m, INT8_MM_CHUNK):
+            x = rows[r:r + INT8_MM_CHUNK].to(torch.float32, copy=True)
+            n = x.shape[0]
+            s = x.abs().amax(1, keepdim=True).div_(127.0).clamp_(min=torch.finfo(torch.float32).tiny)
+            q = torch.empty(2 * n, self.in_features, dtype=torch.int8, device=rows.device)
+            coarse = x.div_(s).round()  # in [-127, 127]
+            q[:n] = coarse
+            q[n:] = x.sub_(coarse).mul_(254.0).round_()  # the rest, [-0.5, 0.5] steps of the first: [-127, 127]
+            for start in range(0, self.out_features, INT8_MM_COLS):
+                end = min(start + INT8_MM_COLS, self.out_features)
+                sums = torch._int_mm(q, self.weight[start:end].t()).float()  # exact, then float32 (2^-24)
+                both = torch.add(sums[:n], sums[n:], alpha=1 / 254.0).mul_(s)
+                torch.mul(both, w_scales[start:end], out=y[r:r + n, start:end])
+        return y
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
-        if rows.shape[0] > PACKED_ROWS[self.bits]:
-            # Many rows (a prompt, a clip): dequantize a block of weight rows at a time into a reused
-            # buffer and use the dense product (AMX in bfloat16, MKL in float32).
-            y = torch.empty(rows.shape[0], self.out_features, dtype=x.dtype, device=x.device)
-            buffer = _SCRATCH.get(DEQUANT_ROWS, self.in_features, x.dtype)
-            for start in range(0, self.out_features, DEQUANT_ROWS):
-                w = self.dequantize_rows(start, buffer[:min(DEQUANT_ROWS, self.out_features - start)])
-                y[:, start:start + w.shape[0]] = rows @ w.t()
+        m = rows.shape[0]
+        fewest, most = INT8_MM_ROWS
+        if self.bits == 8 and m > fewest and (m <= most or x.dtype != torch.bfloat16) and int8_products():
+            y = self.int8_product(rows)
+        elif m > PACKED_ROWS[self.bits]:
+            y = self.dense_product(rows)
         elif self.bits == 8:
             y = torch._weight_int8pack_mm(rows.to(PACKED_DTYPE), self.weight, self.scales).to(x.dtype)
         else:

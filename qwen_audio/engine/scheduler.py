@@ -17,7 +17,10 @@ The thread starts with the first sequence and ends when none is left, so an idle
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import threading
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -64,6 +67,8 @@ class Tokens:
 class Scheduler:
     """`submit(seq)` from any thread; the sequence's tokens arrive on `seq.out`."""
 
+    EXIT_WAIT_S = 30.0  # at interpreter exit, how long to wait for the step under way
+
     def __init__(self, engine: "Engine"):
         self.engine = engine
         self._waiting: deque[Sequence] = deque()
@@ -78,7 +83,17 @@ class Scheduler:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="qwen-audio-scheduler", daemon=True)
                 self._thread.start()
+                _LIVE.add(self)
             self._cv.notify()
+
+    def shutdown(self) -> None:
+        """End every answer at the next step and wait for the thread to finish."""
+        with self._cv:
+            for seq in [*self._waiting, *self._running]:
+                seq.closed.set()
+            thread = self._thread
+        if thread is not None:
+            thread.join(self.EXIT_WAIT_S)
 
     def alive(self) -> bool:
         with self._cv:
@@ -152,51 +167,38 @@ class Scheduler:
 
     def _step(self) -> None:
         """One forward pass: every decoding sequence's next token, then prompt chunks within the budget."""
-        model, budget = self.engine.model, self.engine.config.step_tokens
+        model = self.engine.model
         decoding = [s for s in self._running if s.decoding]
         if len(decoding) == len(self._running) == 1 and self._graphed(decoding[0]):
             return
-        parts, segments, wanted = [], [], []
-        if decoding:
-            last = torch.tensor([[s.tokens[-1] for s in decoding]], device=model.device)
-            parts.append(model.embed(last)[0])
-            for s in decoding:
-                segments.append(model.segment(s.prefix.cache, s.fed, 1, s.prompt.alpha))
-                wanted.append(s)
-            budget -= len(decoding)
-        chunks = []
+        plan = [(s, 1) for s in decoding]  # (sequence, its tokens in this step)
+        budget = self.engine.config.step_tokens - len(decoding)
         # Prompts by what is left of them, shortest first: a short question is read in one step even while
         # a long prompt is being read (which goes on with what the budget leaves).
         for s in sorted((s for s in self._running if not s.decoding), key=lambda s: len(s.pending)):
             if budget <= 0:
                 break
-            n = min(len(s.pending), budget)
-            parts.append(s.pending[:n])
-            segments.append(model.segment(s.prefix.cache, s.fed, n, s.prompt.alpha))
-            chunks.append((s, n))
-            budget -= n
-        rows, at = [], 0  # the rows of x whose logits are wanted: each segment's last, if it ends a prompt
-        for seg in segments:
-            at += seg.length
-            rows.append(at - 1)
-        rows = rows[: len(decoding)] + [r for r, (s, n) in zip(rows[len(decoding):], chunks) if n == len(s.pending)]
-        x = torch.cat(parts) if len(parts) > 1 else parts[0]
+            plan.append((s, min(len(s.pending), budget)))
+            budget -= plan[-1][1]
+        parts = [s.pending[:n] for s, n in plan[len(decoding):]]
+        if decoding:
+            parts.insert(0, model.embed(torch.tensor([[s.tokens[-1] for s in decoding]], device=model.device))[0])
+        segments = [model.segment(s.prefix.cache, s.fed, n, s.prompt.alpha) for s, n in plan]
+        # Logits are wanted at each decoding row and at the last token of each prompt read to its end.
+        wanted = [(s, end - 1) for (s, n), end in zip(plan, itertools.accumulate(n for _, n in plan))
+                  if s.decoding or n == len(s.pending)]
         try:
-            logits = model.step(x, segments, rows)
+            logits = model.step(torch.cat(parts) if len(parts) > 1 else parts[0], segments, [r for _, r in wanted])
         except BaseException as e:  # noqa: BLE001 - every sequence of the step gets the error
-            for s in decoding + [s for s, _ in chunks]:
+            for s, _ in plan:
                 self._retire(s, e)
             return
         self.steps += 1
-        for s in decoding:
-            s.fed += 1
-        for s, n in chunks:
+        for s, n in plan:
             s.fed += n
-            s.pending = s.pending[n:]
-            if len(s.pending) == 0:
-                s.pending = None
-                wanted.append(s)
-        for i, s in enumerate(wanted):
+            if not s.decoding:
+                s.pending = s.pending[n:] if n < len(s.pending) else None
+        for i, (s, _) in enumerate(wanted):
             self._next(s, logits[i:i + 1])
 
     def _graphed(self, seq: Sequence) -> bool:
@@ -246,3 +248,14 @@ class Scheduler:
         seq.pending = None
         seq.out.put(last)
         seq.ended.set()
+
+
+_LIVE: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()  # schedulers whose thread has run
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    """At exit, stop the threads first: a daemon thread still inside a kernel when the interpreter goes
+    down can abort the process ("terminate called without an active exception")."""
+    for scheduler in list(_LIVE):
+        scheduler.shutdown()
