@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -225,3 +227,22 @@ def test_engine_config_is_checked():
         EngineConfig(step_tokens=8, max_batch=8)
     with pytest.raises(OptionError, match="max_batch"):
         EngineConfig(max_batch=0)
+
+
+def test_a_process_that_exits_mid_answer_stops_the_scheduler_first(ckpt, tmp_path):
+    """At exit the scheduler's thread is stopped (a daemon thread killed inside a kernel can abort the
+    process): a check registered before qwen_audio's runs after it and finds the thread gone."""
+    script = tmp_path / "leave.py"
+    script.write_text(f"""
+import atexit
+atexit.register(lambda: print("running at exit:", model.engine.scheduler.alive(), flush=True))
+import torch, qwen_audio
+model, tok = qwen_audio.load({str(ckpt)!r}, dtype=torch.float32)
+stream = model.chat_stream(tok, "hello", None, do_sample=False, max_new_tokens=100000, eos_token_id=0)
+pieces = iter(stream)
+next(pieces)  # kept: the answer goes on
+print("left", flush=True)
+""")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["left", "running at exit: False"]
