@@ -4,11 +4,12 @@
 
 A `QuantLinear` keeps its weight small. A few rows at a time (decoding) go through torch's packed kernels
 (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`) in bfloat16, which read the small weight once; their
-cost grows by a whole weight's worth of work per row. Many rows (a prompt, an audio clip) take other paths:
+cost grows by a whole weight's worth of work per row. More rows (a prompt, an audio clip) take other paths:
 int8 weights on a CPU with int8 dot products (VNNI, AMX) multiply int8 by int8 (`torch._int_mm`, each row of
-activations split into two int8 parts so that nothing is lost that bfloat16 would keep); otherwise the weight is
-converted a block at a time to the compute dtype for the dense product (AMX in bfloat16, MKL in float32 where
-bfloat16 is emulated). `QuantEmbedding` keeps int8 rows.
+activations split into two int8 parts so that nothing is lost that bfloat16 would keep; in bfloat16 up to 192
+rows, past which AMX bfloat16 is faster); otherwise the weight is converted a block at a time to the compute
+dtype for the dense product (AMX in bfloat16, MKL in float32 where bfloat16 is emulated). See PACKED_ROWS for
+the measurements. `QuantEmbedding` keeps int8 rows.
 
 Which layers: every linear of the LLM and of the audio encoder, and the word embedding (int8 rows). In int4
 mode, layers whose shape the int4 kernel cannot take (out features not a multiple of 64, in features not a
@@ -28,13 +29,20 @@ from torch import nn
 from .cpu import cpu_flags
 from .errors import OptionError, SlowPathWarning
 
-# How many rows take which path. Measured with benchmarks/quant_prefill.py (2-core AMX Xeon, 2 threads; its
-# table is in the report of the change that set these). The packed kernels cost ~0.55 ms a row for an 11008 x
-# 4096 weight; converting an int8 weight for the dense product ~5 ms once, dequantizing an int4 one ~15 ms.
-PACKED_ROWS = {8: 32, 4: 40}  # up to this many rows: the packed kernels (int8 ones only without int8 products)
-INT8_MM_ROWS = (8, 192)  # int8 products: from over 8 rows; in bfloat16 up to 192 (then AMX bfloat16 is faster)
-DEQUANT_ROWS = 1024  # int8: weight rows converted at a time, into a buffer reused (no page faults)
-DEQUANT4_ROWS = 512  # int4: weight rows dequantized at a time
+# Which path, by rows (x.reshape(-1, K)), measured with benchmarks/quant_prefill.py and the same calls alone on
+# a 2-core AMX Xeon (2 threads; the 11008 x 4096 layer, weights cycled through memory). In bfloat16, ms at 8 /
+# 24 / 48 rows: packed kernels (~0.55 ms a row) int8 4.9 / 14.3 / 27.8, int4 4.5 / 13.2 / 26.9; int8 products
+# 4.0 / 5.1 / 6.6 (14.6 at 128 rows, 18.2 at 192, 23.8 at 224); the dense product on the int8 weight converted
+# 8.9 / 9.6 / 12.9 (16.0, 18.7, 20.4), on the int4 one dequantized 26.2 / 27.5 / 28.8 (29.5 at 56 rows); dense
+# bfloat16 4.4 / 5.2 / 6.8 (11.4, 12.6, 13.7). Crossings: packed int8 / int8 products at 5-6 rows; int8
+# products / converted weight at ~200 (in float32 never: its dense product is 4-5x slower); packed / dense
+# int4 at ~56; packed / dense int8 (without int8 products) at ~16. In float32 held to AVX2: int4 at ~44, int8
+# at ~22 rows; in float32 with AVX-512 (where ATen's packed kernels are twice as fast): int4 ~96, int8 ~50.
+PACKED_ROWS = {8: 24, 4: 48}  # up to this many rows, the packed kernels (int8: where no int8 products)...
+PACKED_ROWS_AVX512_FLOAT32 = {8: 48, 4: 96}  # ... and in float32 with ATen's AVX-512 kernels
+INT8_MM_ROWS = (5, 192)  # int8 products: from over 5 rows; in bfloat16 up to 192 (then AMX bfloat16 is faster)
+DEQUANT_ROWS = 1024  # weight rows dequantized at a time, into a buffer reused (no page faults). Not 512: oneDNN
+# takes [384..1024 rows] x [K, 512] at half its speed on 2 threads (measured); 1024 and more have no such dip.
 INT8_MM_COLS = 1024  # output columns per int8 product: its int32 sums stay in the cache
 INT8_MM_CHUNK = 512  # rows of x per int8 product (as fast as all at once: bounds its float32 copy of x)
 # The packed kernels take activations and scales in bfloat16: with float32 ones they run 8-20x slower,
@@ -174,6 +182,12 @@ def int8_products() -> bool:
     return _INT8_MM
 
 
+def packed_rows(bits: int, dtype: torch.dtype) -> int:
+    """Up to how many rows a layer of `bits` computing in `dtype` uses the packed kernel (see PACKED_ROWS)."""
+    wide = dtype == torch.float32 and torch.backends.cpu.get_cpu_capability() == "AVX512"
+    return (PACKED_ROWS_AVX512_FLOAT32 if wide else PACKED_ROWS)[bits]
+
+
 # ---- modules ---------------------------------------------------------------------------------------------
 
 
@@ -252,14 +266,15 @@ class QuantLinear(nn.Module):
 
     def dequantize_t(self, start: int, out: torch.Tensor) -> torch.Tensor:
         """int4: weight rows [start, start + n) transposed into `out` [K, n] (contiguous; its dtype), as
-        `dequantize_rows` computes them, ~3x faster: the packing's blocks hold, for each k, B / 2 bytes (low
-        nibbles: the block's first B / 2 rows, high: the rest), so [K, n] needs no transposition; the nibbles
-        are split on int32 words (uint8 bitwise ops are slow); scales and zeros are contiguous along n."""
+        `dequantize_rows` computes them (in bfloat16 rounded once, not twice), 2.7x faster (8.5 -> 3.1 ms for
+        1024 x 4096 in bfloat16, 1 thread): the packing's blocks hold, for each k, B / 2 bytes (low nibbles: the block's
+        first B / 2 rows, high: the rest), so [K, n] needs no transposition and no int32 codes; scales and
+        zeros are contiguous along n, and one fused multiply-add applies them."""
         k, n, block = self.in_features, out.shape[1], int4_block()
-        words = self.weight[start:start + n].reshape(-1).view(torch.int32)
+        packed = self.weight[start:start + n].view(n // block, k, block // 2)
         halves = out.view(k, n // block, 2, block // 2)
-        for half, nibble in enumerate((words & 0x0F0F0F0F, (words >> 4).bitwise_and_(0x0F0F0F0F))):
-            halves[:, :, half].copy_(nibble.view(torch.uint8).view(n // block, k, block // 2).transpose(0, 1))
+        halves[:, :, 0].copy_((packed & 0xF).transpose(0, 1))
+        halves[:, :, 1].copy_((packed >> 4).transpose(0, 1))
         sz = self.scales[:, start:start + n]  # [K / group, n, 2]: w = code * scale + (zero - 8 * scale)
         scale = sz[..., 0].to(out.dtype).contiguous()[:, None]
         zero = (sz[..., 1] - 8 * sz[..., 0]).to(out.dtype)[:, None]
@@ -272,11 +287,10 @@ class QuantLinear(nn.Module):
         per output): one pass over the weight, not two. int4: `dequantize_t`."""
         m, k = rows.shape
         y = torch.empty(m, self.out_features, dtype=rows.dtype, device=rows.device)
-        step = DEQUANT_ROWS if self.bits == 8 else DEQUANT4_ROWS
-        buffer = _SCRATCH.get(step, k, rows.dtype).view(-1)
+        buffer = _SCRATCH.get(DEQUANT_ROWS, k, rows.dtype).view(-1)
         scales = self.scales.to(rows.dtype) if self.bits == 8 else None
-        for start in range(0, self.out_features, step):
-            end = min(start + step, self.out_features)
+        for start in range(0, self.out_features, DEQUANT_ROWS):
+            end = min(start + DEQUANT_ROWS, self.out_features)
             if self.bits == 8:
                 w = buffer[:(end - start) * k].view(end - start, k).copy_(self.weight[start:end])
                 torch.mul(rows @ w.t(), scales[start:end], out=y[:, start:end])
@@ -314,7 +328,7 @@ class QuantLinear(nn.Module):
         fewest, most = INT8_MM_ROWS
         if self.bits == 8 and m > fewest and (m <= most or x.dtype != torch.bfloat16) and int8_products():
             y = self.int8_product(rows)
-        elif m > PACKED_ROWS[self.bits]:
+        elif m > packed_rows(self.bits, x.dtype):
             y = self.dense_product(rows)
         elif self.bits == 8:
             y = torch._weight_int8pack_mm(rows.to(PACKED_DTYPE), self.weight, self.scales).to(x.dtype)

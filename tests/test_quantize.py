@@ -12,12 +12,17 @@ import torch
 import torch.nn.functional as F
 
 import qwen_audio
+import qwen_audio.quantize as quantize
 from qwen_audio.quantize import (
+    INT8_MM_ROWS,
     PACKED_ROWS,
+    PACKED_ROWS_AVX512_FLOAT32,
     QuantEmbedding,
     Quantization,
     QuantLinear,
     int4_layout_is_known,
+    int8_products,
+    packed_rows,
     quantize_int4,
     quantize_int8,
     unpack_int4,
@@ -48,29 +53,34 @@ def test_int4_rounds_each_group_to_within_half_a_step_and_the_packing_is_underst
 
 AVX2_CHECK = """
 import torch
-from qwen_audio.quantize import QuantLinear, int4_block
+from qwen_audio.quantize import QuantLinear, int4_block, int8_products
 w = torch.randn(192, 256, generator=torch.Generator().manual_seed(3)) * 0.02
-layer = QuantLinear(256, 192, False, 4, 64)
-layer.set_weight(w, torch.bfloat16)
-x = torch.randn(3, 256, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
-dense = x.float() @ layer.dequantize(torch.float32).t()
-err = (layer(x).float() - dense).abs().max() / dense.abs().max()
-print(int4_block(), float(err))
+errors = []
+for bits, rows, dtype in ((4, 3, torch.bfloat16), (4, 100, torch.float32), (8, 100, torch.float32)):
+    layer = QuantLinear(256, 192, False, bits, 64)
+    layer.set_weight(w, dtype)
+    x = torch.randn(rows, 256, generator=torch.Generator().manual_seed(4)).to(dtype)
+    dense = x.float() @ layer.dequantize(torch.float32).t()
+    errors.append(float((layer(x).float() - dense).abs().max() / dense.abs().max()))
+print(int4_block(), int8_products(), *errors)
 """
 
 
-def test_int4_weights_are_read_back_as_an_avx2_cpu_packs_them():
+def test_an_avx2_cpu_reads_its_int4_packing_and_needs_no_int8_products():
     """The CPU int4 kernel packs by the vector width it runs with: 64-row blocks with AVX-512, 32 with AVX2.
-    Held to AVX2, the layout must still be read (or int4 would quietly become int8 on AVX2-only CPUs)."""
+    Held to AVX2, the layout must still be read (or int4 would quietly become int8 on AVX2-only CPUs), by the
+    packed kernel and by the many-row path (`dequantize_t`). And there oneDNN's int8 product saturates (wrong
+    sums): `int8_products` must say no, and int8 layers take the dense product."""
     out = subprocess.run([sys.executable, "-c", AVX2_CHECK], capture_output=True, text=True, check=True,
-                         env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"})
-    block, err = out.stdout.split()
-    assert block in ("32", "64") and float(err) < 0.02, out.stdout
+                         env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    block, products, *errors = out.stdout.split()
+    assert block in ("32", "64") and products == "False", out.stdout
+    assert float(errors[0]) < 0.02 and max(map(float, errors[1:])) < 1e-5, out.stdout
 
 
 @pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rows", [1, 40, 200])  # the packed kernel (few rows) and the dense product (many)
+@pytest.mark.parametrize("rows", [1, 40, 200])  # the packed kernel (few rows) and the paths for many
 def test_quant_linear_computes_with_its_dequantized_weight(bits, dtype, rows):
     g = torch.Generator().manual_seed(2)
     w, b, x = torch.randn(128, 256, generator=g) * 0.05, torch.randn(128, generator=g), torch.randn(2, rows, 256, generator=g)
@@ -81,10 +91,91 @@ def test_quant_linear_computes_with_its_dequantized_weight(bits, dtype, rows):
     ref = F.linear(x.float(), layer.dequantize(torch.float32), b)
     assert y.shape == (2, rows, 128) and y.dtype == dtype
     # Few rows go through the packed kernels, which compute in bfloat16 whatever x's dtype.
-    tol = 1e-4 if dtype == torch.float32 and rows > PACKED_ROWS[bits] else 0.05
+    tol = 1e-4 if dtype == torch.float32 and 2 * rows > packed_rows(bits, dtype) else 0.05
     assert (y.float() - ref).abs().max() <= tol * ref.abs().max()
     exact = F.linear(x.float(), w, b)  # and the dequantized weight is close to the original
     assert F.cosine_similarity(ref.flatten(), exact.flatten(), dim=0) > (0.9999 if bits == 8 else 0.995)
+
+
+# Many rows: int8 through int8 products (where `int8_products`) or the converted weight, int4 through
+# `dequantize_t`. Against the product with the dequantized weight, in float64: float32 within 1e-4 of the
+# largest output (int8 products: each row of x in two int8 parts, within 1/64516 of its largest value; the
+# dense paths: float32 rounding), bfloat16 within 1e-2 (its rounding of the product and of the output: ~4e-3).
+# Rows just over each threshold, and several hundred; 1088 outputs: a part block after full ones.
+MANY_ROWS = sorted({*(n + 1 for n in (*PACKED_ROWS.values(), *PACKED_ROWS_AVX512_FLOAT32.values(), *INT8_MM_ROWS)),
+                    300, 700})
+
+
+def many_rows_layer(bits, dtype, n=1088, k=320):
+    g = torch.Generator().manual_seed(5)
+    layer = QuantLinear(k, n, True, bits, 64)
+    layer.set_weight(torch.randn(n, k, generator=g) * 0.02, dtype)
+    layer.bias = torch.nn.Parameter(torch.randn(n, generator=g).to(dtype), requires_grad=False)
+    return layer
+
+
+def exact_product(layer, x):
+    return x.double() @ layer.dequantize(torch.float64).t() + layer.bias.double()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+# int8 with the int8 products, and as on a CPU without them; int4 (which never uses them)
+@pytest.mark.parametrize("bits, products", [(8, True), (8, False), (4, False)])
+def test_many_rows_against_the_dequantized_product(bits, dtype, products, monkeypatch):
+    if products and not int8_products():
+        pytest.skip("this CPU has no exact int8 products (VNNI / AMX)")
+    monkeypatch.setattr(quantize, "_INT8_MM", products)
+    layer = many_rows_layer(bits, dtype)
+    tol = 1e-4 if dtype == torch.float32 else 1e-2
+    fewest = INT8_MM_ROWS[0] if bits == 8 and products else packed_rows(bits, dtype)  # up to here: packed kernels
+    for rows in [r for r in MANY_ROWS if r > fewest]:
+        x = torch.randn(rows, layer.in_features, generator=torch.Generator().manual_seed(rows)).to(dtype)
+        with torch.inference_mode():
+            y = layer(x)
+        ref = exact_product(layer, x)
+        assert y.dtype == dtype and y.shape == ref.shape
+        err = float((y.double() - ref).abs().max() / ref.abs().max())
+        assert err <= tol, (rows, err)
+        assert F.cosine_similarity(y.double().flatten(), ref.flatten(), dim=0) > 1 - tol ** 2 / 10, rows
+
+
+def test_dequantize_t_is_dequantize_rows_transposed():
+    """The same numbers in float32; in bfloat16 those rounded once (`dequantize_rows` rounds twice there)."""
+    layer = many_rows_layer(4, torch.float32)
+    rows = torch.empty(512, layer.in_features)
+    for start in (0, 512, 1024):
+        n = min(512, layer.out_features - start)
+        t = layer.dequantize_t(start, torch.empty(layer.in_features, n))
+        assert torch.equal(t.t(), layer.dequantize_rows(start, rows[:n]))
+        assert torch.equal(layer.dequantize_t(start, torch.empty(layer.in_features, n, dtype=torch.bfloat16)),
+                           t.to(torch.bfloat16))
+
+
+def test_int8_products_keep_what_outliers_would_cost_one_int8_part():
+    """Rows whose largest value is ~100x the typical one (as the inputs of an LLM's down projection): one int8
+    part per row keeps 2-3 significant bits of the others (~3e-2 error, measured); two parts are ~10x finer
+    than rounding x to bfloat16 (1.3e-4 against 1.2e-3 to 2.2e-3)."""
+    if not int8_products():
+        pytest.skip("this CPU has no exact int8 products (VNNI / AMX)")
+    layer = many_rows_layer(8, torch.float32)
+    x = torch.randn(64, layer.in_features, generator=torch.Generator().manual_seed(6))
+    x[:, 7] *= 100
+    x[3] = 0  # a zero row: zeros, not a division by zero
+    w = layer.dequantize(torch.float64)
+    ref = x.double() @ w.t()
+
+    def err(y):
+        return float((y.double() - ref).abs().max() / ref.abs().max())
+
+    with torch.inference_mode():
+        y = layer.int8_product(x)
+    s = x.abs().amax(1, keepdim=True) / 127
+    one_part = (x / s).nan_to_num().round() * s
+    assert err(y) < err(x.bfloat16().double() @ w.t()) / 4 and err(one_part.double() @ w.t()) > 10 * err(y)
+    assert torch.equal(y[3], torch.zeros_like(y[3]))
+    x[5, 2] = float("inf")  # and a row that overflowed stays non-finite, as with the dense product
+    with torch.inference_mode():
+        assert not torch.isfinite(layer.int8_product(x)[5]).all()
 
 
 def test_quant_embedding_rows():
