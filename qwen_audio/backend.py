@@ -50,7 +50,58 @@ class StopAnswer(Exception):
     hands back what it holds and returns its TurnStats with stop_reason "stop"."""
 
 
-class StopMatcher:
+class PieceFilter(ABC):
+    """What a wrapper does to an answer's text as it streams (see `filtered`): `push(piece)` returns what
+    may be shown now, `end(stats)` what is left to show once the answer has ended; `stopped` set by
+    `push` ends the answer there."""
+
+    stopped = False
+
+    @abstractmethod
+    def push(self, piece: str) -> str: ...
+
+    @abstractmethod
+    def end(self, stats: TurnStats) -> str: ...
+
+
+def filtered(pieces: Pieces, f: PieceFilter) -> Pieces:
+    """`pieces` through `f`. The one place where a wrapper of an answer ends it (StopAnswer, thrown in by
+    `f` or by a wrapper around this one, goes to `pieces`, which hands back what it holds and returns its
+    TurnStats) and closes it however the wrapper itself is left."""
+    try:
+        while True:
+            try:
+                piece = next(pieces)
+            except StopIteration as done:
+                tail = f.end(done.value)
+                try:
+                    if tail:
+                        yield tail
+                except StopAnswer:
+                    return replace(done.value, stop_reason="stop")
+                return done.value
+            shown = f.push(piece)
+            try:
+                if shown:
+                    yield shown
+            except StopAnswer:
+                return end_answer(pieces)
+            if f.stopped:
+                return end_answer(pieces)
+    finally:
+        pieces.close()
+
+
+def end_answer(pieces: Pieces) -> TurnStats:
+    """End an answer now: StopAnswer thrown into its generator, which returns its TurnStats."""
+    try:
+        pieces.throw(StopAnswer())
+    except StopIteration as done:
+        return replace(done.value, stop_reason="stop")
+    raise RuntimeError("an answer's generator went on after StopAnswer")
+
+
+class StopMatcher(PieceFilter):
     """Cut streamed text before the first of the `stop` strings: `push(piece)` returns what may be shown
     now, holding back a tail that could begin a stop string; `stopped` says one was found."""
 
@@ -70,34 +121,14 @@ class StopMatcher:
         self.held = text[keep:]
         return text[:keep]
 
-    def flush(self) -> str:
+    def end(self, stats: TurnStats) -> str:
         out, self.held = self.held, ""
         return out
 
 
 def stop_at(pieces: Pieces, stop: Sequence[str]) -> Pieces:
     """`pieces` ended before the first stop string; the answer is ended (StopAnswer) as soon as it is seen."""
-    matcher = StopMatcher(stop)
-    try:
-        while True:
-            try:
-                piece = next(pieces)
-            except StopIteration as done:
-                tail = matcher.flush()
-                if tail:
-                    yield tail
-                return done.value
-            shown = matcher.push(piece)
-            if shown:
-                yield shown
-            if matcher.stopped:
-                try:
-                    pieces.throw(StopAnswer())
-                except StopIteration as done:
-                    return replace(done.value, stop_reason="stop")
-                raise RuntimeError("an answer's generator went on after StopAnswer")
-    finally:
-        pieces.close()
+    return filtered(pieces, StopMatcher(stop))
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..backend import StopAnswer, TurnStats
+from ..backend import PieceFilter, StopAnswer, TurnStats, filtered
 from ..errors import CheckpointError
 from ..generate import make_generator, next_token
 from ..options import GenerationConfig
@@ -420,6 +420,28 @@ def _last_end(text: str) -> int:
     return cut
 
 
+class WholeSentences(PieceFilter):
+    """An answer cut by max_new_tokens ends at a sentence end, never mid-sentence (see `whole_sentences`)."""
+
+    def __init__(self, free: int = 0):
+        self.free, self.held, self.last, self.n = free, "", "", 0  # last: the end of what was written
+
+    def push(self, piece: str) -> str:
+        self.n += 1
+        self.held += piece
+        cut = len(self.held) if self.n <= self.free else _last_end(self.held)
+        out, self.held = self.held[:cut], self.held[cut:]
+        self.last = (self.last + out)[-200:]
+        return out
+
+    def end(self, stats: TurnStats) -> str:
+        if stats.stop_reason != "length":
+            return self.held
+        if self.last.strip():  # something was written: mark the cut unless it ended a sentence
+            return "" if _last_end(self.last) == len(self.last.rstrip()) else "…"
+        return self.held.rstrip() + "…" if self.held.strip() else ""  # the unfinished first sentence, marked
+
+
 def whole_sentences(pieces: Generator[str, None, TurnStats], free: int = 0) -> Generator[str, None, TurnStats]:
     """`pieces` passed on so that an answer cut by max_new_tokens ends at a sentence end, never mid-sentence.
 
@@ -428,43 +450,5 @@ def whole_sentences(pieces: Generator[str, None, TurnStats], free: int = 0) -> G
     answer ends by its stop token everything is written; when it is cut, the held tail is dropped, and
     if the text written so far does not end a sentence (a sentence longer than the tail, or an answer
     cut before its first sentence ended), "…" marks the cut. A numbered list's "5." is no sentence end.
-    A StopAnswer thrown in at a piece is passed to `pieces`, whose TurnStats is returned.
     """
-    from dataclasses import replace
-
-    held, last, n = "", "", 0  # last: the end of what was written (is it a sentence end?)
-    try:
-        while True:
-            try:
-                piece = next(pieces)
-            except StopIteration as done:
-                stats: TurnStats = done.value
-                if stats.stop_reason != "length":
-                    tail = held
-                else:
-                    if last.strip():  # something was written: mark the cut unless it ended a sentence
-                        tail = "" if _last_end(last) == len(last.rstrip()) else "…"
-                    else:  # nothing yet: the unfinished first sentence, marked as cut
-                        tail = held.rstrip() + "…" if held.strip() else ""
-                if tail:
-                    try:
-                        yield tail
-                    except StopAnswer:
-                        return replace(stats, stop_reason="stop")
-                return stats
-            n += 1
-            held += piece
-            cut = len(held) if n <= free else _last_end(held)
-            if cut:
-                out, held = held[:cut], held[cut:]
-                last = (last + out)[-200:]
-                try:
-                    yield out
-                except StopAnswer:
-                    try:
-                        pieces.throw(StopAnswer())
-                    except StopIteration as done:
-                        return done.value
-                    raise RuntimeError("an answer's generator went on after StopAnswer") from None
-    finally:
-        pieces.close()
+    return filtered(pieces, WholeSentences(free))
