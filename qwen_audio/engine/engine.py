@@ -140,9 +140,9 @@ class Engine:
         """Prepare now (errors raise here), then submit the answer and return the generator of its text.
         `cancel` (set from any thread) ends it at the scheduler's next step."""
         prepared = self.prepare(tokenizer, conversation, cfg)
-        return self._write(tokenizer, self.tokens(prepared, cfg, stop_ids(tokenizer, cfg), cancel=cancel), cfg)
+        return self._write(tokenizer, self.tokens(prepared, cfg, stop_ids(tokenizer, cfg), cancel=cancel))
 
-    def _write(self, tokenizer: QwenTokenizer, tokens: Tokens, cfg: GenerationConfig) -> Pieces:
+    def _write(self, tokenizer: QwenTokenizer, tokens: Tokens) -> Pieces:
         """Text pieces of the answer, never splitting a UTF-8 character, without surrounding whitespace;
         one token is held back (an answer cut by max_new_tokens loses its last token, as published)."""
         stop, p = tokens.seq.stop, tokens.seq.prompt
