@@ -73,22 +73,21 @@ class Scheduler:
         self.engine = engine
         self._waiting: deque[Sequence] = deque()
         self._running: list[Sequence] = []
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()  # guards `_waiting` and `_thread`
         self._thread: threading.Thread | None = None
         self.steps = 0  # forward passes run (for benchmarks and tests)
 
     def submit(self, seq: Sequence) -> None:
-        with self._cv:
+        with self._lock:
             self._waiting.append(seq)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="qwen-audio-scheduler", daemon=True)
                 self._thread.start()
                 _LIVE.add(self)
-            self._cv.notify()
 
     def shutdown(self) -> None:
         """End every answer at the next step and wait for the thread to finish."""
-        with self._cv:
+        with self._lock:
             for seq in [*self._waiting, *self._running]:
                 seq.closed.set()
             thread = self._thread
@@ -96,7 +95,7 @@ class Scheduler:
             thread.join(self.EXIT_WAIT_S)
 
     def alive(self) -> bool:
-        with self._cv:
+        with self._lock:
             return self._thread is not None
 
     @property
@@ -112,7 +111,7 @@ class Scheduler:
     def _run(self) -> None:
         with torch.inference_mode():
             while True:
-                with self._cv:
+                with self._lock:
                     if not self._waiting and not self._running:
                         self._thread = None
                         return
@@ -128,7 +127,7 @@ class Scheduler:
     def _drop_cancelled(self) -> None:
         for seq in [s for s in self._running if s.cancelled()]:
             self._retire(seq)
-        with self._cv:
+        with self._lock:
             gone = [s for s in self._waiting if s.cancelled()]
             for seq in gone:
                 self._waiting.remove(seq)
@@ -139,7 +138,7 @@ class Scheduler:
         """Move waiting sequences in, in order, while their caches fit the budget (one always may, alone)."""
         engine = self.engine
         while len(self._running) < engine.config.max_batch:
-            with self._cv:
+            with self._lock:
                 if not self._waiting:
                     return
                 seq = self._waiting[0]
