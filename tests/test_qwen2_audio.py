@@ -1,0 +1,77 @@
+"""Qwen2-Audio's audio encoder and projector against transformers' (the reference, a test-only extra)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qwen_audio.errors import CheckpointError
+from qwen_audio.models.qwen2_audio import AudioEncoder, AudioTowerConfig, feature_lengths
+
+transformers = pytest.importorskip("transformers", reason="the reference: pip install 'qwen-audio[test]'")
+from transformers.masking_utils import create_bidirectional_mask  # noqa: E402
+from transformers.models.qwen2_audio import modeling_qwen2_audio as hf  # noqa: E402
+
+AUDIO = dict(num_mel_bins=8, d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64,
+             max_source_positions=50)
+TEXT = dict(vocab_size=128, hidden_size=48, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=64)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    torch.manual_seed(0)
+    config = transformers.Qwen2AudioConfig(audio_config=AUDIO, text_config=TEXT)
+    tower, projector = hf.Qwen2AudioEncoder(config.audio_config).eval(), hf.Qwen2AudioMultiModalProjector(config).eval()
+    with torch.no_grad():
+        for p in [*tower.parameters(), *projector.parameters()]:
+            p.normal_(0, 0.3)
+    ours = AudioEncoder(AudioTowerConfig.from_dict(config.audio_config.to_dict(), config.text_config.hidden_size))
+    state = {f"audio_tower.{k}": v for k, v in tower.state_dict().items()}
+    state |= {f"multi_modal_projector.{k}": v for k, v in projector.state_dict().items()}
+    ours.load_state_dict(state, strict=True)
+    return ours.eval(), tower, projector
+
+
+def reference(tower, projector, mels, frames):
+    """transformers' own steps (Qwen2AudioModel.forward): lengths, the padding mask, the tower, the projector."""
+    feature_mask = (torch.arange(mels.shape[-1])[None, :] < frames[:, None]).long()
+    positions, n = tower._get_feat_extract_output_lengths(feature_mask.sum(-1))
+    max_len = (mels.shape[-1] - 2) // 2 + 1
+    keys = (torch.arange(max_len)[None, :] < positions[:, None]).long()
+    mask = create_bidirectional_mask(config=tower.config, inputs_embeds=torch.zeros(len(mels), max_len, 1),
+                                     attention_mask=keys)
+    x = projector(tower(mels, attention_mask=mask).last_hidden_state)
+    return [x[i, :int(k)] for i, k in enumerate(n)]
+
+
+def test_features_of_clips_of_different_lengths(pair):
+    ours, tower, projector = pair
+    mels = torch.randn(3, 8, 100, generator=torch.Generator().manual_seed(1))
+    frames = torch.tensor([100, 61, 7])  # a whole window, a part, a very short clip
+    with torch.inference_mode():
+        mine, theirs = ours.embed_audio(mels, frames), reference(tower, projector, mels, frames)
+    assert [m.shape for m in mine] == [t.shape for t in theirs] == [(25, 48), (15, 48), (2, 48)]
+    for m, t in zip(mine, theirs):
+        assert (m - t).abs().max() <= 1e-5 * t.abs().max()
+
+
+def test_a_clip_does_not_depend_on_the_others_in_its_batch(pair):
+    ours, _, _ = pair
+    mels = torch.randn(2, 8, 100, generator=torch.Generator().manual_seed(2))
+    frames = torch.tensor([100, 40])
+    with torch.inference_mode():
+        together = ours.embed_audio(mels, frames)[1]
+        alone = ours.embed_audio(mels[1:], frames[1:])[0]
+    assert (together - alone).abs().max() <= 1e-5 * alone.abs().max()
+
+
+def test_lengths_and_checks():
+    positions, n = feature_lengths(torch.tensor([3000, 1, 2, 160]))
+    assert positions.tolist() == [1500, 1, 1, 80] and n.tolist() == [750, 0, 0, 40]
+    assert AudioTowerConfig.from_dict({"d_model": 1280, "encoder_layers": 32, "encoder_attention_heads": 20,
+                                       "encoder_ffn_dim": 5120}, 4096) == AudioTowerConfig()
+    with pytest.raises(CheckpointError, match="encoder_layers"):
+        AudioTowerConfig.from_dict({"d_model": 8}, 16)
+    with pytest.raises(ValueError, match="100 frames"):
+        AudioEncoder(AudioTowerConfig.from_dict(AUDIO, 48)).audio_tower(torch.zeros(1, 8, 90), torch.tensor([45]))
