@@ -75,3 +75,19 @@ def test_lengths_and_checks():
         AudioTowerConfig.from_dict({"d_model": 8}, 16)
     with pytest.raises(ValueError, match="100 frames"):
         AudioEncoder(AudioTowerConfig.from_dict(AUDIO, 48)).audio_tower(torch.zeros(1, 8, 90), torch.tensor([45]))
+
+
+@pytest.mark.parametrize("clip", ["1272-128104-0000.flac", "glass-breaking-151256.mp3", "music.wav"])
+def test_log_mel_equals_the_feature_extractor(clip):
+    from qwen_audio.audio import load_audio
+    from qwen_audio.models.qwen2_audio import log_mel
+
+    from .conftest import AUDIO, need_shared
+
+    need_shared()
+    samples = load_audio(AUDIO / clip)
+    ref = transformers.WhisperFeatureExtractor(feature_size=128)(
+        samples[:480000], sampling_rate=16000, return_tensors="np", padding="max_length", return_attention_mask=True)
+    mel, frames = log_mel(torch.from_numpy(samples))
+    assert frames == int(ref["attention_mask"].sum())
+    assert abs(mel.numpy() - ref["input_features"][0]).max() <= 1e-5

@@ -17,9 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 from ..errors import CheckpointError
 
-N_FRAMES = 3000  # log-mel frames of the 30 s window (10 ms hop at 16 kHz)
+N_MELS = 128  # Qwen2-Audio's log-mel bins (Whisper v3's)
+
+
+def log_mel(samples: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """16 kHz samples [n] -> (log-mel [128, 3000] of the first 30 s, zero-padded, and how many of its
+    frames hold audio: ceil(n / 160), at most 3000), as transformers' WhisperFeatureExtractor gives them."""
+    n = min(samples.shape[-1], N_SAMPLES)
+    return log_mel_spectrogram(pad_or_trim(samples), n_mels=N_MELS), min(-(-n // HOP_LENGTH), N_FRAMES)
 
 
 @dataclass(frozen=True)
