@@ -91,3 +91,63 @@ def test_log_mel_equals_the_feature_extractor(clip):
     mel, frames = log_mel(torch.from_numpy(samples))
     assert frames == int(ref["attention_mask"].sum())
     assert abs(mel.numpy() - ref["input_features"][0]).max() <= 1e-5
+
+
+AUDIO_ID = 100
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """(ours, transformers') Qwen2-Audio on one tiny random checkpoint written by save_pretrained."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from qwen_audio.models.qwen2_audio import Qwen2AudioLM, load_state
+
+    torch.manual_seed(3)
+    config = transformers.Qwen2AudioConfig(audio_config=AUDIO, text_config=TEXT, audio_token_index=AUDIO_ID)
+    reference = transformers.Qwen2AudioForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for name, p in reference.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.3)
+    folder = tmp_path_factory.mktemp("qwen2-audio")
+    reference.save_pretrained(folder)
+    ours = Qwen2AudioLM.from_dict(json.loads((folder / "config.json").read_text()))
+    load_state(ours, load_file(folder / "model.safetensors"))
+    return ours.eval(), reference
+
+
+def test_logits_of_a_prompt_with_two_clips_equal_the_reference(whole):
+    ours, reference = whole
+    mels = torch.randn(2, 8, 100, generator=torch.Generator().manual_seed(4))
+    frames = torch.tensor([100, 37])
+    _, n = feature_lengths(frames)
+    text = lambda k: torch.randint(0, 90, (k,), generator=torch.Generator().manual_seed(k))  # noqa: E731
+    ids = torch.cat([text(5), torch.full((int(n[0]),), AUDIO_ID), text(3), torch.full((int(n[1]),), AUDIO_ID),
+                     text(6)])[None]
+    feature_mask = (torch.arange(100)[None, :] < frames[:, None]).long()
+    with torch.inference_mode():
+        mine = ours(ids, ours.embed_audio(mels, frames))
+        theirs = reference(input_ids=ids, input_features=mels, feature_attention_mask=feature_mask).logits
+    assert (mine - theirs).abs().max() <= 1e-5 * theirs.abs().max()
+
+
+def test_a_prompt_whose_audio_tokens_do_not_fit_its_clips_is_refused(whole):
+    from qwen_audio.errors import PromptError
+
+    ours, _ = whole
+    feats = [torch.zeros(3, 48)]
+    with pytest.raises(PromptError, match="2 <\\|AUDIO\\|> tokens in the prompt but 3 audio features"):
+        ours.embed(torch.tensor([[1, AUDIO_ID, AUDIO_ID, 2]]), feats)
+
+
+def test_checkpoint_names_of_both_transformers_versions():
+    from qwen_audio.models.qwen2_audio import checkpoint_name
+
+    assert checkpoint_name("language_model.model.layers.0.mlp.up_proj.weight") == "llm.model.layers.0.mlp.up_proj.weight"
+    assert checkpoint_name("model.language_model.norm.weight") == "llm.model.norm.weight"
+    assert checkpoint_name("language_model.lm_head.weight") == checkpoint_name("lm_head.weight") == "llm.lm_head.weight"
+    assert checkpoint_name("model.audio_tower.conv1.weight") == checkpoint_name("audio_tower.conv1.weight")
+    assert checkpoint_name("vision_tower.x") is None

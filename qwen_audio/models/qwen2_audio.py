@@ -1,5 +1,5 @@
-"""Qwen2-Audio's ears: the Whisper-v3-style audio encoder with its average pooling, and the projector
-into the LLM's width (keys as transformers names them, under `audio_tower.` and `multi_modal_projector.`).
+"""Qwen2-Audio: the Whisper-v3-style audio encoder with its average pooling, the projector into the
+LLM's width, and the Qwen2 decoder whose `<|AUDIO|>` token embeddings the features replace.
 
 Unlike v1's encoder, every clip is encoded over the whole 30 s window (3000 log-mel frames, 128 bins)
 with the positions past its end masked out as keys, so a clip's features never depend on the other
@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
-from ..errors import CheckpointError
+from ..errors import CheckpointError, PromptError
+from .qwen2 import Qwen2Config, Qwen2LM
 
 N_MELS = 128  # Qwen2-Audio's log-mel bins (Whisper v3's)
 
@@ -145,3 +146,105 @@ class AudioEncoder(nn.Module):
         positions, n = feature_lengths(frames)
         x = self.multi_modal_projector(self.audio_tower(mels, positions))
         return [x[i, :int(k)] for i, k in enumerate(n)]
+
+
+class Qwen2AudioLM(nn.Module):
+    """Token ids and clips -> next-token logits: the audio encoder (`audio`) and the decoder (`llm`), with
+    the engine's interface (`embed`, `new_cache`, `segment`, `step`) and `embed_audio`."""
+
+    def __init__(self, text: Qwen2Config, audio: AudioTowerConfig, audio_token_id: int):
+        super().__init__()
+        self.config, self.audio_token_id = text, audio_token_id
+        self.audio = AudioEncoder(audio)
+        self.llm = Qwen2LM(text)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config.json") -> "Qwen2AudioLM":
+        """The model a Qwen2-Audio `config.json` describes (transformers 4 or 5); weights not loaded."""
+        if "text_config" not in d or "audio_config" not in d:
+            raise CheckpointError(f"{source}: a Qwen2-Audio config needs text_config and audio_config")
+        text = Qwen2Config.from_dict(d["text_config"], f"{source} text_config")
+        token = d.get("audio_token_id", d.get("audio_token_index"))
+        if not isinstance(token, int):
+            raise CheckpointError(f"{source}: no audio_token_index / audio_token_id")
+        return cls(text, AudioTowerConfig.from_dict(d["audio_config"], text.dim, f"{source} audio_config"), token)
+
+    @property
+    def device(self) -> torch.device:
+        return self.llm.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.llm.dtype
+
+    def new_cache(self, batch: int, capacity: int):
+        return self.llm.new_cache(batch, capacity)
+
+    def segment(self, cache, start: int, length: int, alpha: float = 1.0):
+        return self.llm.segment(cache, start, length, alpha)
+
+    def step(self, x: torch.Tensor, segments, last: list[int]) -> torch.Tensor:
+        return self.llm.step(x, segments, last)
+
+    def embed_audio(self, mels: torch.Tensor, frames: torch.Tensor) -> list[torch.Tensor]:
+        return self.audio.embed_audio(mels, frames)
+
+    def embed(self, tokens: torch.Tensor, audio: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """tokens: [B, S] -> [B, S, dim]. With `audio`, the `<|AUDIO|>` tokens (row-major order) take the
+        clips' features in turn: each clip's [n, dim] fills its next n such tokens."""
+        x = self.llm.embed(tokens)
+        if not audio:
+            return x
+        where = tokens == self.audio_token_id
+        feats = torch.cat(list(audio)).to(x.dtype)
+        if int(where.sum()) != feats.shape[0]:
+            raise PromptError(f"{int(where.sum())} <|AUDIO|> tokens in the prompt but {feats.shape[0]} audio "
+                              f"features in {len(audio)} clips")
+        x[where] = feats
+        return x
+
+    def forward(self, tokens: torch.Tensor, audio: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """tokens: [1, S], a whole prompt -> logits [1, S, vocab] (a fresh cache)."""
+        s = tokens.shape[1]
+        cache = self.new_cache(1, s)
+        return self.step(self.embed(tokens, audio)[0], [self.segment(cache, 0, s)], list(range(s)))[None]
+
+
+# Checkpoint key prefixes -> this model's: transformers 4 and 5 save the first form; the second is how
+# transformers 5 names the modules in memory (what a state_dict() of its model holds).
+_PREFIXES = (
+    ("audio_tower.", "audio.audio_tower."), ("multi_modal_projector.", "audio.multi_modal_projector."),
+    ("language_model.model.", "llm.model."), ("language_model.lm_head.", "llm.lm_head."),
+    ("model.audio_tower.", "audio.audio_tower."), ("model.multi_modal_projector.", "audio.multi_modal_projector."),
+    ("model.language_model.", "llm.model."), ("lm_head.", "llm.lm_head."),
+)
+
+
+def checkpoint_name(key: str) -> str | None:
+    """This model's name for a checkpoint's tensor, or None for a name it does not know."""
+    for old, new in _PREFIXES:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return None
+
+
+def load_state(model: Qwen2AudioLM, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Put a Qwen2-Audio checkpoint's tensors into `model`: every key mapped and checked, none left over."""
+    mapped, unknown = {}, []
+    for k, v in state.items():
+        name = checkpoint_name(k)
+        if name is None:
+            unknown.append(k)
+        else:
+            mapped[name] = v
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        expected.pop("llm.lm_head.weight")
+        mapped.pop("llm.lm_head.weight", None)
+    missing = sorted(set(expected) - set(mapped))
+    extra = sorted(set(mapped) - set(expected)) + unknown
+    wrong = sorted(k for k in set(expected) & set(mapped) if tuple(mapped[k].shape) != tuple(expected[k]))
+    if missing or extra or wrong:
+        raise CheckpointError(f"{source}: does not fit Qwen2-Audio: missing {missing[:3]}, unexpected "
+                              f"{extra[:3]}, wrong shape {wrong[:3]}")
+    model.load_state_dict(mapped, strict=False)
