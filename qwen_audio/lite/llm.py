@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from ..backend import PieceFilter, StopAnswer, TurnStats, filtered
 from ..errors import CheckpointError
 from ..generate import make_generator, next_token
+from ..models.bpe import BpeTokenizer
 from ..options import GenerationConfig
 
 IM_START, IM_END, END_OF_TEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
@@ -200,62 +201,6 @@ def _param_name(gguf_name: str) -> str | None:
 def _field(reader, key, default=None):
     f = reader.fields.get(key)
     return default if f is None else f.contents()
-
-
-# Qwen2's pre-tokenizer split (its tokenizer.json): contractions, letters, single digits, punctuation runs,
-# newlines, spaces. The GGUF names it by `tokenizer.ggml.pre` = "qwen2".
-_QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-
-
-class BpeTokenizer:
-    """A byte-level BPE rebuilt from the GGUF vocabulary and merges with `tokenizers`.
-
-    `pre` is the file's `tokenizer.ggml.pre`: "smollm" (every digit on its own, then GPT-2's
-    byte-level split) or "qwen2" (Qwen2's split regex, NFC first). Two encoders over one vocabulary:
-    `encode` (content) recognises no special token, so text that spells `<|im_end|>` is encoded as
-    the characters it is; control tokens enter a prompt only as the ids of `special_id`. `decode`
-    drops control tokens.
-    """
-
-    def __init__(self, tokens: list[str], merges: list[str], special: list[str], pre: str = "smollm"):
-        if pre not in ("smollm", "qwen2"):
-            raise CheckpointError(f"unknown BPE pre-tokenizer {pre!r} (known: smollm, qwen2)")
-        self.vocab = {t: i for i, t in enumerate(tokens)}
-        self.pre = pre
-        self.content = self._build(merges)
-        self.full = self._build(merges)
-        self.full.add_special_tokens(special)  # only so that decoding knows which ids to skip
-        self.special = frozenset(special)
-
-    def _build(self, merges: list[str]):
-        from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-
-        tok = Tokenizer(models.BPE(vocab=dict(self.vocab), merges=[tuple(m.split(" ", 1)) for m in merges]))
-        if self.pre == "qwen2":
-            tok.normalizer = normalizers.NFC()
-            tok.pre_tokenizer = pre_tokenizers.Sequence([
-                pre_tokenizers.Split(Regex(_QWEN2_SPLIT), behavior="isolated"),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-            ])
-        else:
-            tok.pre_tokenizer = pre_tokenizers.Sequence(
-                [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-            )
-        tok.decoder = decoders.ByteLevel()
-        return tok
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of `text` as plain text: no special token is recognised in it."""
-        return self.content.encode(text, add_special_tokens=False).ids
-
-    def special_id(self, token: str) -> int:
-        if token not in self.special:
-            raise CheckpointError(f"the LLM's vocabulary has no control token {token}")
-        return self.vocab[token]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.full.decode(list(ids), skip_special_tokens=True)
 
 
 def native_bf16() -> bool:
