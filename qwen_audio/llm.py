@@ -180,6 +180,15 @@ class Transformer(nn.Module):
         self.audio = AudioEncoder(cfg.audio)
 
 
+def causal_mask(start: int, length: int, device: torch.device) -> torch.Tensor | None:
+    """[1, 1, length, start + length] bool: queries at columns [start, start + length) see every key up to
+    their own. None for a whole prompt on a GPU (nothing before it: causal flash attention instead)."""
+    if device.type == "cuda" and start == 0 and length > 1:
+        return None
+    cols = torch.arange(start, start + length, device=device)
+    return (torch.arange(start + length, device=device)[None, :] <= cols[:, None])[None, None]
+
+
 @dataclass(eq=False)
 class Segment:
     """The tokens of one sequence in a ragged step: `length` tokens at columns [start, start + length) of
@@ -274,13 +283,9 @@ class QwenAudioLM(nn.Module):
     def segment(self, cache: KVCache, start: int, length: int, alpha: float) -> Segment:
         """What a ragged step needs to run `length` tokens of one sequence at columns [start, start + length)
         of `cache` (no padding: columns are positions) with NTK `alpha`."""
-        device = cache.k[0].device
-        cols = torch.arange(start, start + length, device=device)
-        positions = cols[None]
-        mask = (torch.arange(start + length, device=device)[None, :] <= cols[:, None])[None, None]
-        if device.type == "cuda" and start == 0 and length > 1:  # nothing before it: causal flash attention
-            mask = None
-        return Segment(cache, start, length, self.rope(positions, [alpha]), self.logn(positions), mask)
+        positions = torch.arange(start, start + length, device=cache.k[0].device)[None]
+        return Segment(cache, start, length, self.rope(positions, [alpha]), self.logn(positions),
+                       causal_mask(start, length, positions.device))
 
     def step(self, x: torch.Tensor, segments: list[Segment], last: list[int]) -> torch.Tensor:
         """One ragged forward pass. x: [T, dim] input embeddings of every segment's tokens, in segment order

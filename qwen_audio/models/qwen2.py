@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError
-from ..llm import KVCache, RMSNorm, Segment, _rotate_half
+from ..llm import KVCache, RMSNorm, Segment, _rotate_half, causal_mask
 
 
 @dataclass(frozen=True)
@@ -171,12 +171,8 @@ class Qwen2LM(nn.Module):
         `cache` (columns are positions). `alpha` is accepted for the engine's sake and must be 1."""
         if alpha != 1.0:
             raise ValueError("Qwen2 has no dynamic NTK scaling: alpha must be 1")
-        device = cache.k[0].device
-        cols = torch.arange(start, start + length, device=device)
-        mask = (torch.arange(start + length, device=device)[None, :] <= cols[:, None])[None, None]
-        if device.type == "cuda" and start == 0 and length > 1:  # nothing before it: causal flash attention
-            mask = None
-        return Segment(cache, start, length, self.rope(cols), None, mask)
+        cols = torch.arange(start, start + length, device=cache.k[0].device)
+        return Segment(cache, start, length, self.rope(cols), None, causal_mask(start, length, cols.device))
 
     def step(self, x: torch.Tensor, segments: list[Segment], last: list[int]) -> torch.Tensor:
         """One ragged forward pass: x [T, dim] (every segment's input embeddings, in order) -> logits
