@@ -12,6 +12,7 @@ clips encoded with it; the learned positional embedding is loaded, not computed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from torch import nn
 
 from ..audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, log_mel_spectrogram, pad_or_trim
 from ..errors import CheckpointError, PromptError
+from .bpe import BpeTokenizer
 from .qwen2 import Qwen2Config, Qwen2LM
 
 N_MELS = 128  # Qwen2-Audio's log-mel bins (Whisper v3's)
@@ -248,3 +250,40 @@ def load_state(model: Qwen2AudioLM, state: dict[str, torch.Tensor], source: str 
         raise CheckpointError(f"{source}: does not fit Qwen2-Audio: missing {missing[:3]}, unexpected "
                               f"{extra[:3]}, wrong shape {wrong[:3]}")
     model.load_state_dict(mapped, strict=False)
+
+
+DEFAULT_SYSTEM = "You are a helpful assistant."  # what the chat template puts first when no system message does
+Content = str | Sequence[str | int]  # a message's text, or its parts: text, and clips as their feature counts
+
+
+def chat_ids(tokenizer: BpeTokenizer, messages: Sequence[tuple[str, Content]], add_generation_prompt: bool = True) -> list[int]:
+    """The prompt ids that Qwen2-Audio's chat template and processor give `messages` ((role, content) pairs;
+    a clip in the content is its number of features, each an `<|AUDIO|>` token). Text is data: control
+    tokens enter only as ids, so text that spells `<|im_end|>` stays those characters."""
+    ctl = {t: tokenizer.special_id(t) for t in ("<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>")}
+    items: list[str | int] = []  # text runs and control ids, as a tokenizer that splits at control tokens sees them
+    if not messages or messages[0][0] != "system":
+        items += [ctl["<|im_start|>"], f"system\n{DEFAULT_SYSTEM}", ctl["<|im_end|>"], "\n"]
+    clips = 0
+    for role, content in messages:
+        items += [ctl["<|im_start|>"], f"{role}\n"]
+        for part in [content] if isinstance(content, str) else content:
+            if isinstance(part, str):
+                items.append(part)
+            else:
+                clips += 1
+                items += [f"Audio {clips}: ", ctl["<|audio_bos|>"], *[ctl["<|AUDIO|>"]] * part, ctl["<|audio_eos|>"], "\n"]
+        items += [ctl["<|im_end|>"], "\n"]
+    if add_generation_prompt:
+        items += [ctl["<|im_start|>"], "assistant\n"]
+    ids, text = [], ""
+    for item in [*items, None]:
+        if isinstance(item, str):
+            text += item
+            continue
+        if text:
+            ids += tokenizer.encode(text)
+            text = ""
+        if item is not None:
+            ids.append(item)
+    return ids
