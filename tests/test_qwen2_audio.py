@@ -151,3 +151,33 @@ def test_checkpoint_names_of_both_transformers_versions():
     assert checkpoint_name("language_model.lm_head.weight") == checkpoint_name("lm_head.weight") == "llm.lm_head.weight"
     assert checkpoint_name("model.audio_tower.conv1.weight") == checkpoint_name("audio_tower.conv1.weight")
     assert checkpoint_name("vision_tower.x") is None
+
+
+def test_greedy_answers_through_the_engine_equal_the_reference_generate(whole):
+    """Two Qwen2-Audio prompts written side by side by the engine's scheduler: each one's greedy tokens
+    are transformers' `generate` for it alone."""
+    from qwen_audio.engine import Engine, Prepared
+    from qwen_audio.options import GenerationConfig
+
+    ours, reference = whole
+    engine = Engine(ours)
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=8)
+    g = torch.Generator().manual_seed(5)
+    prompts, expected = [], []
+    for frames in (100, 43):
+        mels = torch.randn(1, 8, 100, generator=g)
+        n = int(feature_lengths(torch.tensor([frames]))[1])
+        words = torch.randint(0, 90, (7,), generator=g).tolist()
+        ids = [*words[:4], *[AUDIO_ID] * n, *words[4:]]
+        with torch.inference_mode():
+            feats = ours.embed_audio(mels, torch.tensor([frames]))
+            out = reference.generate(input_ids=torch.tensor([ids]), input_features=mels,
+                                     feature_attention_mask=(torch.arange(100) < frames).long()[None],
+                                     attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                     max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None)
+        expected.append(out[0, len(ids):].tolist())
+        start = ids.index(AUDIO_ID)
+        prompts.append(Prepared(ids, feats, [(start, start + n - 1, ("clip", frames))], 1.0, 8))
+    streams = [engine.tokens(p, cfg, set()) for p in prompts]  # both submitted before either is read
+    assert [list(s) for s in streams] == expected
+    assert engine.scheduler.steps < 16  # the two answers shared steps

@@ -73,6 +73,7 @@ class Engine:
         self.scheduler = Scheduler(self)
         self._weights: tuple | None = None
         self._epoch = 0
+        self._column_bytes: int | None = None
 
     def __reduce__(self):  # copies and pickles of a model start with an empty engine
         return (Engine, (self.model, self.config))
@@ -84,7 +85,7 @@ class Engine:
         now = (self.model.dtype, self.model.device)
         if now != self._weights:
             with self._lock:
-                self._weights, self._epoch = now, self._epoch + 1
+                self._weights, self._epoch, self._column_bytes = now, self._epoch + 1, None
                 self.prefixes.clear()
             self.features.clear()
 
@@ -125,9 +126,11 @@ class Engine:
         return Prepared(ids, feats, spans, self.alpha(len(ids)), min(cfg.max_new_tokens, limit - len(ids)))
 
     def column_bytes(self) -> int:
-        """Bytes of keys and values per cached token."""
-        c = self.model.config
-        return 2 * c.n_layer * c.n_head * c.head_dim * self.model.dtype.itemsize
+        """Bytes of keys and values per cached token (of whichever decoder: a one-column cache's size)."""
+        if self._column_bytes is None:
+            cache = self.model.new_cache(1, 1)  # on a GPU, one block of columns
+            self._column_bytes = cache.nbytes // cache.capacity
+        return self._column_bytes
 
     def alpha(self, n_tokens: int) -> float:
         c = self.model.config
