@@ -64,6 +64,8 @@ class EngineConfig:
 class Engine:
     """Answers on one model: `answer`, `answer_batch`, `complete`. Thread-safe; answers run in parallel."""
 
+    DROPS_LAST_AT_LENGTH = True  # v1's published decode drops the last token of an answer cut by max_new_tokens
+
     def __init__(self, model: QwenAudioLM, config: EngineConfig = EngineConfig()):
         self.model, self.config = model, config
         self.clips = ClipStore(config.clip_bytes)
@@ -125,6 +127,10 @@ class Engine:
         spans = [(s, e, k) for (s, e), k in zip(audio_spans(tokenizer, ids), keys)]
         return Prepared(ids, feats, spans, self.alpha(len(ids)), min(cfg.max_new_tokens, limit - len(ids)))
 
+    def stop_ids(self, tokenizer: QwenTokenizer, cfg: GenerationConfig) -> set[int]:
+        """The ids that end an answer."""
+        return stop_ids(tokenizer, cfg)
+
     def column_bytes(self) -> int:
         """Bytes of keys and values per cached token (of whichever decoder: a one-column cache's size)."""
         if self._column_bytes is None:
@@ -143,11 +149,12 @@ class Engine:
         """Prepare now (errors raise here), then submit the answer and return the generator of its text.
         `cancel` (set from any thread) ends it at the scheduler's next step."""
         prepared = self.prepare(tokenizer, conversation, cfg)
-        return self._write(tokenizer, self.tokens(prepared, cfg, stop_ids(tokenizer, cfg), cancel=cancel))
+        return self._write(tokenizer, self.tokens(prepared, cfg, self.stop_ids(tokenizer, cfg), cancel=cancel))
 
     def _write(self, tokenizer: QwenTokenizer, tokens: Tokens) -> Pieces:
         """Text pieces of the answer, never splitting a UTF-8 character, without surrounding whitespace;
-        one token is held back (an answer cut by max_new_tokens loses its last token, as published)."""
+        one token is held back (with `DROPS_LAST_AT_LENGTH`, an answer cut by max_new_tokens loses its last
+        token, as the published v1 code does)."""
         stop, p = tokens.seq.stop, tokens.seq.prompt
         utf8, pending, n, reason = Utf8Stream(), None, 0, "length"
         started, spaces = False, ""
@@ -174,7 +181,7 @@ class Engine:
                     if pending is not None:
                         yield from emit(utf8.push(tokenizer.decode_bytes([pending])))
                     pending = t
-                if reason == "stop" and pending is not None:
+                if pending is not None and (reason == "stop" or not self.DROPS_LAST_AT_LENGTH):
                     yield from emit(utf8.push(tokenizer.decode_bytes([pending])))
             finally:
                 tokens.close()  # hand the prefix back now, not when the generator is collected
@@ -214,12 +221,12 @@ class Engine:
         """Several conversations at once, all prepared (and checked) before the first is submitted; the
         scheduler writes them side by side, each as it would be alone."""
         prepared = [self.prepare(tokenizer, c, cfg) for c in conversations]
-        stop = stop_ids(tokenizer, cfg)
+        stop = self.stop_ids(tokenizer, cfg)
         streams = [self.tokens(p, cfg, stop) for p in prepared]
         try:
             answers = []
             for s in streams:
-                answer, _ = finish(list(s), stop)
+                answer, _ = finish(list(s), stop, self.DROPS_LAST_AT_LENGTH)
                 answers.append(tokenizer.decode(answer).strip())
             return answers
         finally:
@@ -256,10 +263,10 @@ def audio_spans(tokenizer: QwenTokenizer, ids: Sequence[int]) -> list[tuple[int,
     return list(zip(starts, ends))
 
 
-def finish(tokens: Sequence[int], stop: set[int]) -> tuple[list[int], str]:
-    """The answer's ids: up to the first stop id; when cut by max_new_tokens, the published code
+def finish(tokens: Sequence[int], stop: set[int], drop_last: bool = True) -> tuple[list[int], str]:
+    """The answer's ids: up to the first stop id; when cut by max_new_tokens, the published v1 code
     drops the last token as well (its decode treats the last position as the end), and so do we."""
     for i, t in enumerate(tokens):
         if t in stop:
             return list(tokens[:i]), "stop"
-    return list(tokens[:-1]), "length"
+    return list(tokens[:-1] if drop_last else tokens), "length"

@@ -15,6 +15,22 @@ QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
+def _byte_of() -> dict[str, int]:
+    """Byte-level BPE's alphabet (GPT-2's): the character standing for each byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+_BYTE_OF = _byte_of()
+
+
 class BpeTokenizer:
     """A byte-level BPE rebuilt from a vocabulary and merges with `tokenizers` (from a GGUF file's metadata,
     or a checkpoint folder's files: `from_folder`).
@@ -29,6 +45,7 @@ class BpeTokenizer:
     def __init__(self, tokens: list[str], merges: list[str], special: list[str], pre: str = "smollm"):
         if pre not in ("smollm", "qwen2"):
             raise CheckpointError(f"unknown BPE pre-tokenizer {pre!r} (known: smollm, qwen2)")
+        self.tokens = list(tokens)
         self.vocab = {t: i for i, t in enumerate(tokens)}
         self.pre = pre
         self.content = self._build(merges)
@@ -61,6 +78,14 @@ class BpeTokenizer:
         if token not in self.special:
             raise CheckpointError(f"the LLM's vocabulary has no control token {token}")
         return self.vocab[token]
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        """The bytes of `ids` (a control token as its own text), for decoding a stream token by token."""
+        out = bytearray()
+        for i in ids:
+            token = self.tokens[i]
+            out += token.encode() if token in self.special else bytes(_BYTE_OF[c] for c in token)
+        return bytes(out)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.full.decode(list(ids), skip_special_tokens=True)

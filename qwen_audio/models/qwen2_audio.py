@@ -26,11 +26,15 @@ from .qwen2 import Qwen2Config, Qwen2LM
 N_MELS = 128  # Qwen2-Audio's log-mel bins (Whisper v3's)
 
 
+def audio_frames(n_samples: int) -> int:
+    """Log-mel frames that hold audio in the window of a clip of `n_samples` (16 kHz): ceil(n / 160), at
+    most 3000, as transformers' WhisperFeatureExtractor counts them."""
+    return min(-(-min(n_samples, N_SAMPLES) // HOP_LENGTH), N_FRAMES)
+
+
 def log_mel(samples: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """16 kHz samples [n] -> (log-mel [128, 3000] of the first 30 s, zero-padded, and how many of its
-    frames hold audio: ceil(n / 160), at most 3000), as transformers' WhisperFeatureExtractor gives them."""
-    n = min(samples.shape[-1], N_SAMPLES)
-    return log_mel_spectrogram(pad_or_trim(samples), n_mels=N_MELS), min(-(-n // HOP_LENGTH), N_FRAMES)
+    """16 kHz samples [n] -> (log-mel [128, 3000] of the first 30 s, zero-padded, and `audio_frames(n)`)."""
+    return log_mel_spectrogram(pad_or_trim(samples), n_mels=N_MELS), audio_frames(samples.shape[-1])
 
 
 @dataclass(frozen=True)
