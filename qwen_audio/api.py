@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import warnings
 from dataclasses import replace
@@ -206,5 +207,22 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, dtype=None, device=
     if builtin:
         return builtin
     folder = resolve_checkpoint(name_or_path, revision=kwargs.get("revision"))  # download or look up once
+    if _model_type(folder) == "qwen2_audio":
+        from .models.qwen2_audio_chat import Qwen2AudioChat
+
+        unsupported = sorted(k for k in kwargs if k not in ("engine", "revision"))
+        if unsupported:
+            raise OptionError(f"{unsupported} are not supported for Qwen2-Audio checkpoints yet")
+        model = Qwen2AudioChat.from_pretrained(folder, dtype=dtype or torch.float32, device=device or "cpu",
+                                               **{k: v for k, v in kwargs.items() if k == "engine"})
+        return model, model.default_tokenizer()
     model = QwenAudioForCausalLM.from_pretrained(folder, dtype=dtype, device=device, **kwargs)
     return model, model.default_tokenizer()
+
+
+def _model_type(folder: Path) -> str | None:
+    """config.json's model_type ("qwen2_audio" for Qwen2-Audio; the v1 checkpoints' is "qwen")."""
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None  # the v1 loader reports what is wrong with the folder

@@ -17,6 +17,11 @@ CHECKPOINT_FILES = [
     "*.safetensors.index.json",
     "pytorch_model*.bin",
     "pytorch_model.bin.index.json",
+    # Qwen2-Audio's tokenizer (transformers 4.x files, or the tokenizer.json transformers 5 writes)
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
 ]
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")

@@ -224,6 +224,7 @@ def qwen2_audio_folder(tokenizer_folders, tmp_path_factory):
 def test_qwen2_audio_chat_answers_as_transformers_generate(qwen2_audio_folder, tokenizer_folders):
     """The backend's greedy answer to a clip and a question, turn 1 and a cached turn 2, equals the text of
     transformers' processor + generate on the same checkpoint."""
+    import qwen_audio
     from qwen_audio.audio import load_audio
     from qwen_audio.messages import Audio, Message, Text
     from qwen_audio.models.qwen2_audio_chat import Qwen2AudioChat
@@ -247,7 +248,8 @@ def test_qwen2_audio_chat_answers_as_transformers_generate(qwen2_audio_folder, t
         ids = ids[:next((i for i, t in enumerate(ids) if t in stops), len(ids))]
         return tok.decode(ids).strip()
 
-    model = Qwen2AudioChat.from_pretrained(folder)
+    model, tokenizer = qwen_audio.load(folder)  # the kind is read from config.json
+    assert isinstance(model, Qwen2AudioChat) and tokenizer is model.tokenizer
     first = [Message("user", [Audio(str(clip)), Text("What's that sound?")])]
     stream = model.respond(first, do_sample=False, max_new_tokens=10)
     answer = "".join(stream)
