@@ -46,6 +46,14 @@ def random_state(model: torch.nn.Module, seed: int = 0, std: float = 0.5) -> dic
     return {k: (torch.randn(v.shape, generator=g) * std).to(torch.bfloat16) for k, v in model.state_dict().items()}
 
 
+def nonzero_biases(model: torch.nn.Module, std: float = 0.3) -> None:
+    """Give a reference model's biases values (transformers starts them at zero), so comparisons check them."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, std)
+
+
 def write_checkpoint(folder: Path, cfg: ModelConfig | None = None, *, n_shards: int = 2, seed: int = 0,
                      ranks: dict[bytes, int] | None = None, std: float = 0.5) -> Path:
     """Write a checkpoint in the official layout: config.json, generation_config.json, qwen.tiktoken,

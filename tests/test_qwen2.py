@@ -11,6 +11,8 @@ from safetensors.torch import load_file
 from qwen_audio.errors import CheckpointError
 from qwen_audio.models.qwen2 import Qwen2Config, Qwen2LM, load_state
 
+from .synthetic import nonzero_biases
+
 transformers = pytest.importorskip("transformers", reason="the reference: pip install 'qwen-audio[test]'")
 
 TINY = dict(vocab_size=256, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
@@ -23,10 +25,7 @@ def pair(request, tmp_path_factory):
     torch.manual_seed(0)
     config = transformers.Qwen2Config(**TINY, tie_word_embeddings=request.param)
     reference = transformers.Qwen2ForCausalLM(config).eval()
-    with torch.no_grad():  # biases start at zero: give them values so that they are checked too
-        for name, p in reference.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0, 0.5)
+    nonzero_biases(reference, 0.5)
     folder = tmp_path_factory.mktemp("qwen2")
     reference.save_pretrained(folder)
     cfg = Qwen2Config.from_dict(json.loads((folder / "config.json").read_text()))
@@ -210,10 +209,7 @@ def qwen2_audio_folder(tokenizer_folders, tmp_path_factory):
                          num_key_value_heads=2, intermediate_size=64, max_position_embeddings=2048),
         audio_token_index=151646)
     reference = transformers.Qwen2AudioForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for name, p in reference.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0, 0.3)
+    nonzero_biases(reference, 0.3)
     folder = tmp_path_factory.mktemp("qwen2-audio-tiny")
     reference.save_pretrained(folder)
     for f in tokenizer_folders[1].iterdir():

@@ -8,6 +8,8 @@ import torch
 from qwen_audio.errors import CheckpointError
 from qwen_audio.models.qwen2_audio import AudioEncoder, AudioTowerConfig, feature_lengths
 
+from .synthetic import nonzero_biases
+
 transformers = pytest.importorskip("transformers", reason="the reference: pip install 'qwen-audio[test]'")
 from transformers.masking_utils import create_bidirectional_mask  # noqa: E402
 from transformers.models.qwen2_audio import modeling_qwen2_audio as hf  # noqa: E402
@@ -108,10 +110,7 @@ def whole(tmp_path_factory):
     torch.manual_seed(3)
     config = transformers.Qwen2AudioConfig(audio_config=AUDIO, text_config=TEXT, audio_token_index=AUDIO_ID)
     reference = transformers.Qwen2AudioForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for name, p in reference.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0, 0.3)
+    nonzero_biases(reference, 0.3)
     folder = tmp_path_factory.mktemp("qwen2-audio")
     reference.save_pretrained(folder)
     ours = Qwen2AudioLM.from_dict(json.loads((folder / "config.json").read_text()))
