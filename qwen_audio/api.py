@@ -210,7 +210,7 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, dtype=None, device=
     if _model_type(folder) == "qwen2_audio":
         from .models.qwen2_audio_chat import Qwen2AudioChat
 
-        unsupported = sorted(k for k in kwargs if k not in ("engine", "revision"))
+        unsupported = sorted(k for k, v in kwargs.items() if v is not None and k not in ("engine", "revision"))
         if unsupported:
             raise OptionError(f"{unsupported} are not supported for Qwen2-Audio checkpoints yet")
         model = Qwen2AudioChat.from_pretrained(folder, dtype=dtype or torch.float32, device=device or "cpu",

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from qwen_audio.errors import CheckpointError
 from qwen_audio.models.qwen2 import Qwen2Config, Qwen2LM, load_state
+from qwen_audio.options import OptionError
 
 from .synthetic import nonzero_biases
 
@@ -244,8 +245,10 @@ def test_qwen2_audio_chat_answers_as_transformers_generate(qwen2_audio_folder, t
         ids = ids[:next((i for i, t in enumerate(ids) if t in stops), len(ids))]
         return tok.decode(ids).strip()
 
-    model, tokenizer = qwen_audio.load(folder)  # the kind is read from config.json
+    model, tokenizer = qwen_audio.load(folder, quantize=None)  # the kind is read from config.json
     assert isinstance(model, Qwen2AudioChat) and tokenizer is model.tokenizer
+    with pytest.raises(OptionError, match="quantize"):
+        qwen_audio.load(folder, quantize="int8")
     first = [Message("user", [Audio(str(clip)), Text("What's that sound?")])]
     stream = model.respond(first, do_sample=False, max_new_tokens=10)
     answer = "".join(stream)
