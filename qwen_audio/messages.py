@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence, Union
 
 import numpy as np
@@ -243,6 +243,27 @@ def structured_conversation(messages: Sequence[Message], default_system: str) ->
              for q, a in zip(messages[0::2], messages[1::2])]
     turns.append(Turn(labelled(messages[-1].content)))
     return Conversation(tuple(system), tuple(turns))
+
+
+def unlabelled(parts: Iterable[Part]) -> tuple[Part, ...]:
+    """The parts without the `Audio k:` label before each clip and the newline after it (the inverse of
+    `labelled`, and of `from_list_format`'s layout), for a model whose own template labels its clips."""
+    out: list[Part] = []
+    after_clip = False
+    for p in parts:
+        if isinstance(p, Audio):
+            if out and isinstance(out[-1], Text):
+                label = re.search(r"Audio \d+:\s*$", out[-1].text)
+                if label:
+                    out[-1] = replace(out[-1], text=out[-1].text[:label.start()])
+            out.append(p)
+            after_clip = True
+            continue
+        if after_clip and p.text.startswith("\n"):
+            p = replace(p, text=p.text[1:])
+        after_clip = False
+        out.append(p)
+    return tuple(p for p in out if isinstance(p, Audio) or p.text)
 
 
 def plain_text(parts: Iterable[Part]) -> str:

@@ -223,8 +223,9 @@ def test_qwen2_audio_chat_answers_as_transformers_generate(qwen2_audio_folder, t
     transformers' processor + generate on the same checkpoint."""
     import qwen_audio
     from qwen_audio.audio import load_audio
-    from qwen_audio.messages import Audio, Message, Text
+    from qwen_audio.messages import Audio, Message, Text, structured_conversation
     from qwen_audio.models.qwen2_audio_chat import Qwen2AudioChat
+    from qwen_audio.tokenizer import DEFAULT_SYSTEM, from_list_format
 
     from .conftest import AUDIO, need_shared
 
@@ -236,9 +237,16 @@ def test_qwen2_audio_chat_answers_as_transformers_generate(qwen2_audio_folder, t
     clip = AUDIO / "glass-breaking-151256.mp3"
     stops = {tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")}
 
-    def expected(hf_turns) -> str:
+    def reference_ids(hf_turns) -> dict:
         text = processor.apply_chat_template(hf_turns, add_generation_prompt=True, tokenize=False)
-        inputs = processor(text=text, audio=[load_audio(clip)], sampling_rate=16000, return_tensors="pt")
+        return processor(text=text, audio=[load_audio(clip)], sampling_rate=16000, return_tensors="pt")
+
+    def our_ids(messages) -> list[int]:
+        conversation = structured_conversation(messages, DEFAULT_SYSTEM)
+        return model.engine.prepare(tokenizer, conversation, model.generation_config).ids
+
+    def expected(hf_turns) -> str:
+        inputs = reference_ids(hf_turns)
         with torch.inference_mode():
             out = reference.generate(**inputs, max_new_tokens=10, do_sample=False)[0, inputs["input_ids"].shape[1]:]
         ids = out.tolist()
@@ -250,11 +258,15 @@ def test_qwen2_audio_chat_answers_as_transformers_generate(qwen2_audio_folder, t
     with pytest.raises(OptionError, match="quantize"):
         qwen_audio.load(folder, quantize="int8")
     first = [Message("user", [Audio(str(clip)), Text("What's that sound?")])]
-    stream = model.respond(first, do_sample=False, max_new_tokens=10)
-    answer = "".join(stream)
     hf_first = [{"role": "user", "content": [{"type": "audio", "audio_url": str(clip)},
                                              {"type": "text", "text": "What's that sound?"}]}]
+    assert our_ids(first) == reference_ids(hf_first)["input_ids"][0].tolist()
+    stream = model.respond(first, do_sample=False, max_new_tokens=10)
+    answer = "".join(stream)
     assert answer == expected(hf_first)
+    # The tutorial's tagged query lays the clip out as the template does (its "Audio 1:" label is not doubled).
+    query = from_list_format([{"audio": str(clip)}, {"text": "What's that sound?"}])
+    assert model.chat(tokenizer, query, do_sample=False, max_new_tokens=10)[0] == answer
     second = model.respond(stream.history + [Message("user", [Text("Is it loud?")])], do_sample=False,
                            max_new_tokens=10)
     assert "".join(second) == expected(hf_first + [{"role": "assistant", "content": answer},

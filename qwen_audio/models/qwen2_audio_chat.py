@@ -20,7 +20,7 @@ from ..audio import source_key
 from ..backend import Backend
 from ..engine import Engine, EngineConfig, Prepared
 from ..errors import CheckpointError, OptionError, PromptError
-from ..messages import Audio, Conversation, Text
+from ..messages import Audio, Conversation, Text, unlabelled
 from ..options import GenerationConfig
 from .bpe import BpeTokenizer
 from .qwen2_audio import Qwen2AudioLM, audio_frames, chat_ids, feature_lengths, load_state, log_mel
@@ -41,7 +41,7 @@ class Qwen2AudioEngine(Engine):
 
         def content(parts) -> list:
             out = []
-            for part in parts:
+            for part in unlabelled(parts):  # the template writes each clip's "Audio k: " itself
                 if isinstance(part, Text):
                     out.append(part.text)
                 else:
