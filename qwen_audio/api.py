@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,16 +12,16 @@ import torch
 
 from .backend import Backend
 from .config import ModelConfig
-from .cpu import native_bf16
 from .engine import Engine, EngineConfig
-from .errors import DeviceError, ModelNotFoundError, OptionError, PromptError, SlowPathWarning, TokenizerError
+from .errors import ModelNotFoundError, OptionError, PromptError, TokenizerError
 from .hub import resolve_checkpoint
 from .llm import QwenAudioLM
 from .options import IGNORED_LOAD_KWARGS, GenerationConfig
+from .placement import placement
 from .quantize import Quantization
 from .tokenizer import QwenTokenizer
 from .transcribe import transcribe_windows
-from .weights import load_weights, save_quantized, saved_quantization, storage_dtype
+from .weights import load_weights, save_quantized, saved_quantization
 
 DEFAULT_MODEL = "Qwen/Qwen-Audio-Chat"
 # Backends built in, by name: "module:function" returning (model, tokenizer). Other names are checkpoints.
@@ -58,15 +57,9 @@ class QwenAudioForCausalLM(Backend, QwenAudioLM):
         quantization = Quantization.parse(quantize)
         folder = resolve_checkpoint(name_or_path, revision=kwargs.get("revision"))
         cfg = ModelConfig.from_json(folder / "config.json")
-        device = _pick_device(device if device is not None else device_map)
-        small = quantization or saved_quantization(folder)
-        if small is not None and device.type != "cpu":
-            raise DeviceError(f"{small.name} weights are for CPUs; on {device} load the float checkpoint in bfloat16")
-        dtype = _pick_dtype(dtype if dtype is not None else torch_dtype, kwargs, folder, small)
-        if device.type == "cpu" and dtype == torch.bfloat16 and not native_bf16():
-            warnings.warn("this CPU has no bfloat16 matrix units (no AMX or AVX512-BF16): bfloat16 products are "
-                          "emulated and prompts will be slow; quantize='int8' (float32 compute, small weights) or "
-                          "dtype=torch.float32 run much faster here", SlowPathWarning, stacklevel=2)
+        device, dtype = placement(device if device is not None else device_map,
+                                  dtype if dtype is not None else torch_dtype, kwargs, folder,
+                                  quantization or saved_quantization(folder))
         generation_config = GenerationConfig.from_pretrained(folder)
         with torch.device("meta"):
             model = cls(cfg, engine)
@@ -140,44 +133,6 @@ def _builtin(name, **kwargs) -> tuple | None:
             f"{DEFAULT_MODEL}") from e
 
 
-def _pick_dtype(dtype, kwargs: dict, folder, quantization: Quantization | None = None) -> torch.dtype:
-    for flag, d in (("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)):
-        if kwargs.get(flag):
-            return d
-    if dtype in (None, "auto") and quantization is not None:  # weights are small: compute in the CPU's best type
-        return torch.bfloat16 if native_bf16() else torch.float32
-    if dtype in (None, "auto"):
-        return storage_dtype(folder)
-    if isinstance(dtype, str):
-        named = getattr(torch, dtype.replace("bf16", "bfloat16").replace("fp16", "float16").replace("fp32", "float32"), None)
-        if not isinstance(named, torch.dtype):
-            raise DeviceError(f"unknown dtype {dtype!r}: use 'float32', 'bfloat16' or 'float16'")
-        dtype = named
-    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise DeviceError(f"unsupported dtype {dtype}: use float32, bfloat16 or float16")
-    return dtype
-
-
-def _pick_device(device) -> torch.device:
-    if isinstance(device, dict):  # a transformers-style device map: take its first device
-        device = next(iter(device.values()), None)
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device if not isinstance(device, int) else f"cuda:{device}")
-    except (RuntimeError, TypeError, ValueError):
-        raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:1', 'mps' or 'auto'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device {device} was asked for, but torch sees no CUDA device here")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise DeviceError(f"device {device} was asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError("device mps was asked for, but torch sees no Apple GPU here")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise DeviceError(f"device {device} is not supported: use cpu, cuda or mps")
-    return device
-
-
 class AutoTokenizer:
     """`AutoTokenizer.from_pretrained(x)` as in the tutorial (`trust_remote_code` is accepted and not needed)."""
 
@@ -210,11 +165,7 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, dtype=None, device=
     if _model_type(folder) == "qwen2_audio":
         from .models.qwen2_audio_chat import Qwen2AudioChat
 
-        unsupported = sorted(k for k, v in kwargs.items() if v is not None and k not in ("engine", "revision"))
-        if unsupported:
-            raise OptionError(f"{unsupported} are not supported for Qwen2-Audio checkpoints yet")
-        model = Qwen2AudioChat.from_pretrained(folder, dtype=dtype or torch.float32, device=device or "cpu",
-                                               **{k: v for k, v in kwargs.items() if k == "engine"})
+        model = Qwen2AudioChat.from_pretrained(folder, dtype=dtype, device=device, **kwargs)
         return model, model.default_tokenizer()
     model = QwenAudioForCausalLM.from_pretrained(folder, dtype=dtype, device=device, **kwargs)
     return model, model.default_tokenizer()

@@ -90,9 +90,11 @@ def check_files(paths: list[str]) -> None:
             raise AudioError(f"{path} is a folder, not an audio file")
 
 
-def build_query(tokenizer, audio: list[str], text: str) -> str:
-    """The query `tokenizer.from_list_format` makes of the clips, then the text."""
-    return tokenizer.from_list_format([{"audio": a} for a in audio] + [{"text": text}])
+def build_query(audio: list[str], text: str) -> str:
+    """The query `from_list_format` makes of the clips, then the text (every backend reads this layout)."""
+    from .tokenizer import from_list_format
+
+    return from_list_format([{"audio": a} for a in audio] + [{"text": text}])
 
 
 def spans_json(response: str, clips: list[str], raw: bool) -> list[dict]:
@@ -114,7 +116,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     check_files(args.audio)
     model, tokenizer = load_model(args.model, args.dtype, args.device, args.quiet, args.quantize)
-    query = build_query(tokenizer, args.audio, args.question)
+    query = build_query(args.audio, args.question)
     response, _ = model.chat(tokenizer, query, history=None, system=args.system, **generation_options(args))
     shown = response if args.raw else render_seconds(response)
     if args.json:
@@ -199,7 +201,7 @@ class ChatSession:
     def ask(self, text: str) -> None:
         """One turn, streamed; history changes only when the answer is complete. On any exception (Ctrl-C
         included) the answer is closed at once, so the model hands back what it holds, and re-raised."""
-        query = build_query(self.tokenizer, self.pending, text)
+        query = build_query(self.pending, text)
         stream = self.model.chat_stream(self.tokenizer, query, self.history, system=self.args.system, **self.gen)
         render, wrote = SecondsRenderer(self.args.raw), False
         try:

@@ -367,12 +367,11 @@ class QuantEmbedding(nn.Module):
         return self.weight[ids].to(self.dtype) * self.scales[ids][..., None].to(self.dtype)
 
 
-EMBEDDINGS = ("transformer.wte",)  # the word embedding; the encoder's bos/eos pair is read whole, and tiny
-
-
-def quantize_modules(model: nn.Module, q: Quantization, dtype: torch.dtype) -> list[str]:
-    """Replace (on a meta-device model) every nn.Linear with a QuantLinear and the word embedding with a
-    QuantEmbedding. Returns the replaced modules' names."""
+def quantize_modules(model: nn.Module, q: Quantization, dtype: torch.dtype, embeddings: tuple[str, ...] = ("transformer.wte",),
+                     head: str = "lm_head") -> list[str]:
+    """Replace (on a meta-device model) every nn.Linear with a QuantLinear and the `embeddings` (the word
+    embedding; v1's encoder bos/eos pair is read whole, and tiny) with QuantEmbeddings. The output `head`
+    stays int8 in int4 mode. Returns the replaced modules' names."""
     if q.bits == 4 and not int4_layout_is_known():
         warnings.warn(f"this torch packs CPU int4 weights in a layout qwen_audio does not read (torch "
                       f"{torch.__version__}): {q.name} is stored as int8 instead", SlowPathWarning, stacklevel=3)
@@ -382,9 +381,9 @@ def quantize_modules(model: nn.Module, q: Quantization, dtype: torch.dtype) -> l
             full = f"{name}.{child_name}" if name else child_name
             if isinstance(child, nn.Linear):
                 n, k = child.out_features, child.in_features
-                int4 = q.bits == 4 and full != "lm_head" and int4_fits(n, k, q.group_size)
+                int4 = q.bits == 4 and full != head and int4_fits(n, k, q.group_size)
                 new = QuantLinear(k, n, child.bias is not None, 4 if int4 else 8, q.group_size)
-            elif isinstance(child, nn.Embedding) and full in EMBEDDINGS:
+            elif isinstance(child, nn.Embedding) and full in embeddings:
                 new = QuantEmbedding(child.num_embeddings, child.embedding_dim, dtype)
             else:
                 continue

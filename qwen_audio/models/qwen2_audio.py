@@ -195,6 +195,9 @@ class Qwen2AudioLM(nn.Module):
     def embed_audio(self, mels: torch.Tensor, frames: torch.Tensor) -> list[torch.Tensor]:
         return self.audio.embed_audio(mels, frames)
 
+    def init_buffers(self) -> None:
+        """Nothing to compute after loading: the checkpoint holds every tensor (the positions too)."""
+
     def embed(self, tokens: torch.Tensor, audio: list[torch.Tensor] | None = None) -> torch.Tensor:
         """tokens: [B, S] -> [B, S, dim]. With `audio`, the `<|AUDIO|>` tokens (row-major order) take the
         clips' features in turn: each clip's [n, dim] fills its next n such tokens."""
@@ -232,6 +235,14 @@ def checkpoint_name(key: str) -> str | None:
         if key.startswith(old):
             return new + key[len(old):]
     return None
+
+
+def layout(config: Qwen2Config):
+    """How a Qwen2-Audio checkpoint's tensors land in `Qwen2AudioLM` (for `weights.load_weights`)."""
+    from ..weights import Layout
+
+    tied = {"llm.lm_head.weight": "llm.model.embed_tokens.weight"} if config.tie_word_embeddings else {}
+    return Layout("Qwen2-Audio", checkpoint_name, ("llm.model.embed_tokens",), "llm.lm_head", tied)
 
 
 def load_state(model: Qwen2AudioLM, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:

@@ -18,12 +18,19 @@ import torch
 
 from ..audio import source_key
 from ..backend import Backend
+from ..config import read_json
 from ..engine import Engine, EngineConfig, Prepared
 from ..errors import CheckpointError, OptionError, PromptError
+from ..hub import resolve_checkpoint
 from ..messages import Audio, Conversation, Text, unlabelled
-from ..options import GenerationConfig
+from ..options import IGNORED_LOAD_KWARGS, GenerationConfig
+from ..placement import placement
+from ..quantize import Quantization
+from ..weights import load_weights
 from .bpe import BpeTokenizer
-from .qwen2_audio import Qwen2AudioLM, audio_frames, chat_ids, feature_lengths, load_state, log_mel
+from .qwen2_audio import Qwen2AudioLM, audio_frames, chat_ids, feature_lengths, layout, log_mel
+
+DEFAULT_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
 
 # generation_config.json fields taken as they are (the others are transformers' own).
 _GENERATION_FIELDS = ("do_sample", "top_k", "top_p", "temperature", "repetition_penalty", "max_new_tokens")
@@ -95,27 +102,34 @@ class Qwen2AudioChat(Backend):
                  engine: EngineConfig = EngineConfig()):
         self.model, self.tokenizer, self.generation_config = model, tokenizer, generation_config
         self.engine = Qwen2AudioEngine(model, engine)
+        self.quantization: Quantization | None = None  # how the weights are stored, when not in float
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
-                        device: str = "cpu", engine: EngineConfig = EngineConfig()) -> "Qwen2AudioChat":
-        """A checkpoint folder as transformers writes it: config.json, safetensors (one file or shards with
-        their index), the tokenizer's files and generation_config.json."""
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        config = json.loads((folder / "config.json").read_text())
-        if config.get("model_type") != "qwen2_audio":
-            raise CheckpointError(f"{folder}: not a Qwen2-Audio checkpoint (model_type {config.get('model_type')!r})")
-        index = folder / "model.safetensors.index.json"
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
-        state = {}
-        for f in files:
-            state.update(load_file(folder / f))
-        model = Qwen2AudioLM.from_dict(config, str(folder / "config.json"))
-        load_state(model, state, str(folder))
+    def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device_map=None, torch_dtype=None,
+                        device=None, dtype=None, quantize: str | Quantization | None = None,
+                        engine: EngineConfig = EngineConfig(), **kwargs) -> "Qwen2AudioChat":
+        """A checkpoint folder or hub id as transformers writes it: config.json, safetensors (one file or
+        shards with their index), the tokenizer's files and generation_config.json. `dtype`/`torch_dtype`,
+        `device`/`device_map` and `quantize` as for Qwen-Audio (`QwenAudioForCausalLM.from_pretrained`):
+        weights keep the checkpoint's dtype unless one is given, and are memory-mapped as they load."""
+        unknown = sorted(set(kwargs) - IGNORED_LOAD_KWARGS - {"low_cpu_mem_usage"})
+        if unknown:
+            raise TypeError(f"from_pretrained() got unexpected keyword argument(s) {unknown}")
+        quantization = Quantization.parse(quantize)
+        folder = resolve_checkpoint(name_or_path, revision=kwargs.get("revision"))
+        config = read_json(folder / "config.json", CheckpointError)
+        if not isinstance(config, dict) or config.get("model_type") != "qwen2_audio":
+            kind = config.get("model_type") if isinstance(config, dict) else None
+            raise CheckpointError(f"{folder}: not a Qwen2-Audio checkpoint (model_type {kind!r})")
+        device, dtype = placement(device if device is not None else device_map,
+                                  dtype if dtype is not None else torch_dtype, {}, folder, quantization)
+        with torch.device("meta"):
+            model = Qwen2AudioLM.from_dict(config, str(folder / "config.json"))
+        load_weights(model, folder, dtype=dtype, device=device, quantization=quantization, layout=layout(model.config))
         tokenizer = BpeTokenizer.from_folder(folder)
-        return cls(model.to(device=device, dtype=dtype).eval(), tokenizer, _generation_config(folder, tokenizer), engine)
+        chat = cls(model.eval(), tokenizer, _generation_config(folder, tokenizer), engine)
+        chat.quantization = quantization
+        return chat
 
     def default_tokenizer(self) -> BpeTokenizer:
         return self.tokenizer
