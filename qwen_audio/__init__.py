@@ -6,7 +6,7 @@
     response, history = model.chat(tokenizer, query, history=None)
 """
 
-from .api import AutoModelForCausalLM, AutoTokenizer, QwenAudioForCausalLM, load
+from .api import AutoModelForCausalLM, AutoProcessor, AutoTokenizer, QwenAudioForCausalLM, load
 from .audio import Clip, load_audio, load_clip
 from .backend import Backend, ChatStream, Segment, Transcript, TranscriptStream, TurnStats, Word
 from .config import AudioConfig, ModelConfig
@@ -29,15 +29,19 @@ from .errors import (
     TokenizerError,
 )
 from .messages import Audio, Message, Text
+from .models.processor import Qwen2AudioProcessor
+from .models.qwen2_audio_chat import Qwen2AudioChat, Qwen2AudioForConditionalGeneration
 from .options import GenerationConfig
 from .tokenizer import QwenTokenizer
 
 __version__ = "0.2.0"
+
 __all__ = [
     "Audio", "AudioConfig", "AudioDecodeError", "AudioError", "AudioNotFoundError", "AudioTooShortError",
-    "AudioTruncatedWarning", "AutoModelForCausalLM", "AutoTokenizer", "Backend", "ChatStream", "CheckpointError",
-    "Clip", "DeviceError", "EmptyAudioError", "Engine", "EngineConfig", "GenerationConfig", "Message", "ModelConfig",
-    "ModelNotFoundError", "NonFiniteError", "OptionError", "PromptError", "QwenAudioError", "QwenAudioForCausalLM",
+    "AudioTruncatedWarning", "AutoModelForCausalLM", "AutoProcessor", "AutoTokenizer", "Backend", "ChatStream",
+    "CheckpointError", "Clip", "DeviceError", "EmptyAudioError", "Engine", "EngineConfig", "GenerationConfig",
+    "Message", "ModelConfig", "ModelNotFoundError", "NonFiniteError", "OptionError", "PromptError", "Qwen2AudioChat",
+    "Qwen2AudioForConditionalGeneration", "Qwen2AudioProcessor", "QwenAudioError", "QwenAudioForCausalLM",
     "QwenTokenizer", "Segment", "SlowPathWarning", "Text", "TokenizerError", "Transcript", "TranscriptStream",
     "TurnStats", "Word", "load", "load_audio", "load_clip",
 ]

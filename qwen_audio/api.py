@@ -13,7 +13,7 @@ import torch
 from .backend import Backend
 from .config import ModelConfig
 from .engine import Engine, EngineConfig
-from .errors import ModelNotFoundError, OptionError, PromptError, TokenizerError
+from .errors import CheckpointError, ModelNotFoundError, OptionError, PromptError, TokenizerError
 from .hub import resolve_checkpoint
 from .llm import QwenAudioLM
 from .options import IGNORED_LOAD_KWARGS, GenerationConfig
@@ -149,6 +149,21 @@ class AutoModelForCausalLM:
     def from_pretrained(name_or_path: str | os.PathLike = DEFAULT_MODEL, **kwargs):
         builtin = _builtin(name_or_path)
         return builtin[0] if builtin else QwenAudioForCausalLM.from_pretrained(name_or_path, **kwargs)
+
+
+class AutoProcessor:
+    """`AutoProcessor.from_pretrained(x)` as in Qwen2-Audio's model card: the checkpoint's chat template,
+    tokenizer and feature extractor (see `qwen_audio.models.processor`)."""
+
+    @staticmethod
+    def from_pretrained(name_or_path: str | os.PathLike = "Qwen/Qwen2-Audio-7B-Instruct", **kwargs):
+        from .models.processor import Qwen2AudioProcessor
+
+        folder = resolve_checkpoint(name_or_path, revision=kwargs.get("revision"))
+        if _model_type(folder) != "qwen2_audio":
+            raise CheckpointError(f"{folder}: processors are for Qwen2-Audio checkpoints; Qwen-Audio's prompts are "
+                                  "made by its tokenizer (AutoTokenizer.from_pretrained, tokenizer.from_list_format)")
+        return Qwen2AudioProcessor.from_pretrained(folder, **kwargs)
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, dtype=None, device=None, **kwargs) -> tuple[Backend, object]:

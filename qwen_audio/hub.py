@@ -22,6 +22,11 @@ CHECKPOINT_FILES = [
     "tokenizer_config.json",
     "vocab.json",
     "merges.txt",
+    # Qwen2-Audio's processor: the feature extractor and the chat template, in either transformers layout
+    "preprocessor_config.json",
+    "processor_config.json",
+    "chat_template.json",
+    "chat_template.jinja",
 ]
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")

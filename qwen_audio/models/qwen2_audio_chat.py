@@ -10,9 +10,10 @@ of long audio, quantized weights.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -28,6 +29,7 @@ from ..placement import placement
 from ..quantize import Quantization
 from ..weights import load_weights
 from .bpe import BpeTokenizer
+from .processor import audio_runs
 from .qwen2_audio import Qwen2AudioLM, audio_frames, chat_ids, feature_lengths, layout, log_mel
 
 DEFAULT_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
@@ -87,6 +89,41 @@ class Qwen2AudioEngine(Engine):
             self.features.put(key, found)
         return found
 
+    @torch.inference_mode()
+    def prepare_ids(self, rows: list[list[int]], mels: torch.Tensor | None, mel_mask: torch.Tensor | None,
+                    cfg: GenerationConfig) -> list[Prepared]:
+        """Prompts given as ids (the processor's, padding removed), each run of `<|AUDIO|>` tokens taking the
+        next clip of `mels` [n, 128, 3000] (its frames: `mel_mask` [n, 3000]) in row-major order, as
+        transformers assigns them. Clips are named by their content, so a prompt sent again reuses its keys."""
+        self._check_weights()
+        feats, keys = [], []
+        if mels is not None:
+            mels = torch.as_tensor(mels).float().cpu()
+            frames = (torch.as_tensor(mel_mask).sum(-1) if mel_mask is not None
+                      else torch.full((len(mels),), mels.shape[-1])).long().cpu()
+            feats = self.model.embed_audio(mels.to(self.model.device), frames) if len(mels) else []
+            keys = [("mel", hashlib.sha256(m.numpy().tobytes()).hexdigest(), int(f)) for m, f in zip(mels, frames)]
+        limit, out, used = self.model.config.max_position_embeddings, [], 0
+        for row, ids in enumerate(rows):
+            if not ids:
+                raise PromptError(f"row {row} of input_ids has no tokens its attention_mask keeps")
+            if len(ids) >= limit:
+                raise PromptError(f"row {row}'s prompt is {len(ids)} tokens, longer than the model's window of {limit}")
+            spans, audio = [], []
+            for first, last in audio_runs(ids, self.model.audio_token_id):
+                if used >= len(feats):
+                    raise PromptError(f"row {row} has more <|AUDIO|> runs than the {len(feats)} clip(s) given")
+                if last - first + 1 != len(feats[used]):
+                    raise PromptError(f"row {row}: a run of {last - first + 1} <|AUDIO|> tokens where clip {used} "
+                                      f"has {len(feats[used])} features (use the processor's ids and features together)")
+                spans.append((first, last, keys[used]))
+                audio.append(feats[used])
+                used += 1
+            out.append(Prepared(ids, audio, spans, 1.0, min(cfg.max_new_tokens, limit - len(ids))))
+        if used != len(feats):
+            raise PromptError(f"{len(feats)} clip(s) given but the prompts have {used} <|AUDIO|> run(s)")
+        return out
+
     def stop_ids(self, tokenizer: BpeTokenizer, cfg: GenerationConfig) -> set[int]:
         return {tokenizer.special_id("<|im_end|>"), tokenizer.special_id("<|endoftext|>"), cfg.eos_token_id}
 
@@ -103,6 +140,8 @@ class Qwen2AudioChat(Backend):
         self.model, self.tokenizer, self.generation_config = model, tokenizer, generation_config
         self.engine = Qwen2AudioEngine(model, engine)
         self.quantization: Quantization | None = None  # how the weights are stored, when not in float
+        # The ids that end `generate`: generation_config.json's eos_token_id (one or a list).
+        self.end_ids = frozenset({generation_config.eos_token_id})
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device_map=None, torch_dtype=None,
@@ -127,9 +166,57 @@ class Qwen2AudioChat(Backend):
             model = Qwen2AudioLM.from_dict(config, str(folder / "config.json"))
         load_weights(model, folder, dtype=dtype, device=device, quantization=quantization, layout=layout(model.config))
         tokenizer = BpeTokenizer.from_folder(folder)
-        chat = cls(model.eval(), tokenizer, _generation_config(folder, tokenizer), engine)
+        generation_config, end_ids = _generation_config(folder, tokenizer)
+        chat = cls(model.eval(), tokenizer, generation_config, engine)
+        chat.end_ids = end_ids
         chat.quantization = quantization
         return chat
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # -- the model card's API (with `Qwen2AudioProcessor`) --------------------------------------------------
+
+    @torch.inference_mode()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 input_features: torch.Tensor | None = None, feature_attention_mask: torch.Tensor | None = None, *,
+                 max_length: int | None = None, max_new_tokens: int | None = None,
+                 generation_config: GenerationConfig | None = None, eos_token_id: int | Sequence[int] | None = None,
+                 **options) -> torch.Tensor:
+        """transformers' `generate` for the processor's output: [B, L + new] ids, each row its prompt (as
+        given, padding included) then its answer up to and with the end token, then `pad_token_id`.
+
+        The rows are written side by side by the scheduler, each as it would be alone: padding on either
+        side changes nothing (transformers' own right-padded batches continue after the padding).
+        `max_new_tokens`, else `max_length` (prompt included), else the generation config's cap; other
+        keyword arguments are generation options (`do_sample`, `temperature`, `top_p`, ...)."""
+        ids = torch.as_tensor(input_ids)
+        if ids.ndim != 2:
+            raise PromptError(f"input_ids must be [batch, length], got shape {tuple(ids.shape)}")
+        mask = torch.ones_like(ids) if attention_mask is None else torch.as_tensor(attention_mask)
+        if mask.shape != ids.shape:
+            raise PromptError(f"attention_mask {tuple(mask.shape)} does not match input_ids {tuple(ids.shape)}")
+        cfg = self.options(generation_config, **options)
+        if max_new_tokens is None and max_length is not None:
+            max_new_tokens = max_length - ids.shape[1]
+            if max_new_tokens <= 0:
+                raise OptionError(f"max_length={max_length} leaves no room after the {ids.shape[1]}-token prompt")
+        if max_new_tokens is not None:
+            cfg = cfg.updated(max_new_tokens=max_new_tokens)
+        stop = set(self.end_ids if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id)
+        rows = self.engine.prepare_ids([r[m.bool()].tolist() for r, m in zip(ids.cpu(), mask.cpu())],
+                                       input_features, feature_attention_mask, cfg)
+        streams = [self.engine.tokens(p, cfg, stop) for p in rows]
+        try:
+            answers = [list(s) for s in streams]
+        finally:
+            for s in streams:
+                s.close()
+        new = torch.full((len(answers), max(map(len, answers), default=0)), cfg.pad_token_id, dtype=ids.dtype)
+        for i, a in enumerate(answers):
+            new[i, :len(a)] = torch.tensor(a, dtype=ids.dtype)
+        return torch.cat([ids, new.to(ids.device)], dim=1)
 
     def default_tokenizer(self) -> BpeTokenizer:
         return self.tokenizer
@@ -147,12 +234,22 @@ class Qwen2AudioChat(Backend):
         raise OptionError("transcribing long audio with Qwen2-Audio is not supported yet: ask about a clip instead")
 
 
-def _generation_config(folder: Path, tokenizer: BpeTokenizer) -> GenerationConfig:
-    """The checkpoint's sampling options, with <|endoftext|> as the end and the padding."""
+# The model card's name for it.
+Qwen2AudioForConditionalGeneration = Qwen2AudioChat
+
+
+def _generation_config(folder: Path, tokenizer: BpeTokenizer) -> tuple[GenerationConfig, frozenset[int]]:
+    """The checkpoint's sampling options (generation_config.json over transformers' defaults), with
+    <|endoftext|> as the end and the padding, and the ids that end `generate` (its eos_token_id, one or a
+    list)."""
     end = tokenizer.special_id("<|endoftext|>")
     values: dict = {"eos_token_id": end, "pad_token_id": end}
-    path = folder / "generation_config.json"
-    if path.is_file():
-        found = json.loads(path.read_text())
-        values |= {k: found[k] for k in _GENERATION_FIELDS if isinstance(found.get(k), (int, float, bool))}
-    return GenerationConfig().updated(**values)
+    found = read_json(folder / "generation_config.json", CheckpointError) if (folder / "generation_config.json").is_file() else {}
+    found = found if isinstance(found, dict) else {}
+    values |= {k: found[k] for k in _GENERATION_FIELDS if isinstance(found.get(k), (int, float, bool))}
+    if isinstance(found.get("pad_token_id"), int):
+        values["pad_token_id"] = found["pad_token_id"]
+    eos = found.get("eos_token_id")
+    ends = [eos] if isinstance(eos, int) else [e for e in eos if isinstance(e, int)] if isinstance(eos, list) else []
+    # What the file does not set is transformers' default: greedy, top_k 50 and top_p 1 when sampling.
+    return GenerationConfig(do_sample=False, top_p=1.0, top_k=50).updated(**values), frozenset(ends or [end])
