@@ -7,9 +7,10 @@ weights, in the hub's layout (the decoder: 4096 wide, 32 layers of 32 heads, all
 11008, vocabulary 156032; the encoder: Whisper-large-v3's, 1280 wide, 32 layers; 8.4 B parameters), with
 Qwen2's tokenizer files made from lite's Qwen2.5 GGUF and transformers' processor files. Then, each in a fresh
 process so that its peak memory is its own: load time and peak resident memory, decode tokens/s against the
-memory bound (bytes of weights read per token / the machine's read bandwidth), time to first text of a
-question about a 30 s clip, and of a second turn in the same conversation (this project keeps the first turn's
-keys and values; transformers' generate computes the whole prompt again). Random weights: the speed and memory
+memory bound (bytes of weights read per token / the machine's read bandwidth), time to the first token of a
+question about a 30 s clip (the processor's output given to `generate` for one token, timed alike on both
+sides), and of a second turn in the same conversation (this project keeps the first turn's keys and values;
+transformers' generate computes the whole prompt again). Random weights: the speed and memory
 are the real model's, the words are not.
 """
 
@@ -115,11 +116,12 @@ sys.path.insert(0, {bench!r})
 from common import peak_rss_gib
 from qwen_audio.audio import load_audio
 warnings.simplefilter("ignore")
-mode, folder, new_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
+mode, folder, new_tokens, step_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 clip = load_audio({clip!r})[:480000]
 question, follow_up = "What's in this clip? Describe it.", "Is it loud?"
 turn1 = [{{"role": "user", "content": [{{"type": "audio", "audio_url": "clip"}}, {{"type": "text", "text": question}}]}}]
-turn2 = turn1 + [{{"role": "assistant", "content": "It is music."}}, {{"role": "user", "content": [{{"type": "text", "text": follow_up}}]}}]
+turn2 = turn1 + [{{"role": "assistant", "content": "It is music."}},
+                 {{"role": "user", "content": [{{"type": "text", "text": follow_up}}]}}]
 r = {{"mode": mode}}
 t = time.perf_counter()
 if mode == "transformers":
@@ -152,22 +154,28 @@ if mode == "transformers":
     r["turn2_first_text_s"] = run(turn2, 1)[0]
 else:
     import qwen_audio
-    from qwen_audio import Audio, Message, Text
     kw = {{"dtype": torch.bfloat16}} if mode == "bf16" else {{"quantize": mode}}
-    model, tok = qwen_audio.load(folder, device="cpu", **kw)
-    r.update(load_s=time.perf_counter() - t, load_peak_gib=peak_rss_gib(), compute_dtype=str(model.model.dtype)[6:])
-    s1 = model.respond([Message("user", [Audio(clip), Text(question)])], do_sample=False, max_new_tokens=2)
-    list(s1)
-    s2 = model.respond(s1.history + [Message("user", [Text(follow_up)])], do_sample=False, max_new_tokens=2)
-    list(s2)
-    r.update(turn1_first_text_s=s1.stats.first_text_s, turn1_prompt=s1.stats.prompt_tokens,
-             turn2_first_text_s=s2.stats.first_text_s, turn2_reused=s2.stats.reused_tokens)
-    # Decoding: the same prompt (its keys now cached), n tokens with no end token, timed as they arrive.
+    model = qwen_audio.Qwen2AudioForConditionalGeneration.from_pretrained(
+        folder, device="cpu", engine=qwen_audio.EngineConfig(step_tokens=step_tokens), **kw)
     processor = qwen_audio.AutoProcessor.from_pretrained(folder)
-    inputs = processor(text=processor.apply_chat_template(turn1, add_generation_prompt=True), audio=[clip])
+    r.update(load_s=time.perf_counter() - t, load_peak_gib=peak_rss_gib(), compute_dtype=str(model.model.dtype)[6:])
+
+    def inputs_of(chat):
+        return processor(text=processor.apply_chat_template(chat, add_generation_prompt=True), audio=[clip])
+
+    def first_token(chat):  # as transformers' is timed: the processor's output, then generate
+        inputs = inputs_of(chat)
+        t0 = time.perf_counter()
+        model.generate(**inputs, max_new_tokens=1, do_sample=False)
+        return time.perf_counter() - t0, inputs["input_ids"].shape[1]
+
+    r["turn1_first_text_s"], r["turn1_prompt"] = first_token(turn1)
+    r["turn2_first_text_s"] = first_token(turn2)[0]  # turn 1's keys and values are reused
+    # Decoding: turn 1's prompt again (its keys cached), n tokens with no end token, timed as they arrive.
+    inputs = inputs_of(turn1)
     cfg = model.options(do_sample=False, max_new_tokens=new_tokens)
-    ids = inputs["input_ids"][0].tolist()
-    p = model.engine.prepare_ids([ids], inputs["input_features"], inputs["feature_attention_mask"], cfg)[0]
+    p = model.engine.prepare_ids([inputs["input_ids"][0].tolist()], inputs["input_features"],
+                                 inputs["feature_attention_mask"], cfg)[0]
     times = [time.perf_counter() for _ in model.engine.tokens(p, cfg, set())]
     r["decode_s_per_token"] = (times[-1] - times[0]) / (len(times) - 1)
 r["peak_gib"] = peak_rss_gib()
@@ -202,6 +210,7 @@ def main() -> None:
     p.add_argument("--modes", default="bf16,int8,int4,transformers")
     p.add_argument("--new-tokens", type=int, default=8)
     p.add_argument("--text-layers", type=int, default=32, help="decoder layers (32: the real model)")
+    p.add_argument("--step-tokens", type=int, default=256, help="the scheduler's tokens per forward pass")
     args = p.parse_args()
     folder = FOLDER if args.text_layers == 32 else FOLDER.with_name(f"{FOLDER.name}-{args.text_layers}")
     if not (folder / "config.json").is_file():
@@ -216,7 +225,7 @@ def main() -> None:
     code = CASE.format(bench=str(Path(__file__).parent), clip=str(AUDIO / "music.wav"))
     results = {}
     for mode in args.modes.split(","):
-        out = subprocess.run([sys.executable, "-c", code, mode, str(folder), str(args.new_tokens)],
+        out = subprocess.run([sys.executable, "-c", code, mode, str(folder), str(args.new_tokens), str(args.step_tokens)],
                              capture_output=True, text=True)
         if out.returncode != 0:
             print(f"{mode} failed:\n{out.stderr[-3000:]}", flush=True)
@@ -224,9 +233,10 @@ def main() -> None:
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"  {mode}: {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in results[mode].items()})}",
               flush=True)
-    print(f"\nQwen2-Audio-7B shape ({args.text_layers} decoder layers), random weights, a 30 s clip "
+    print(f"\nQwen2-Audio-7B shape ({args.text_layers} decoder layers), random weights, prompts read "
+          f"{args.step_tokens} tokens a step, a 30 s clip "
           f"({results[next(iter(results))]['turn1_prompt'] if results else '?'} prompt tokens):")
-    print("| | compute | load s | peak GiB | decode tok/s | % of bound | first text, 30 s clip, s | first text, turn 2, s |")
+    print("| | compute | load s | peak GiB | decode tok/s | % of bound | first token, 30 s clip, s | first token, turn 2, s |")
     print("|---|---|---|---|---|---|---|---|")
     for mode, r in results.items():
         tps = 1 / r["decode_s_per_token"]

@@ -183,6 +183,24 @@ def test_ask_json(tiny_path):
     assert d == {"response": response, "spans": spans, "model": str(tiny_path)}
 
 
+def test_ask_and_chat_on_a_qwen2_audio_checkpoint(qwen2_audio_folder):
+    """The same commands on a Qwen2-Audio folder: answers are the library's, turn 2 of a chat included."""
+    import qwen_audio
+    from qwen_audio.tokenizer import from_list_format
+
+    folder = qwen2_audio_folder[0]
+    out = run("ask", "--model", folder, "--audio", SPEECH, "What does he say?", *GEN, "--json", "-q")
+    assert out.returncode == 0, out.stderr
+    model, tok = qwen_audio.load(folder)
+    query = from_list_format([{"audio": str(SPEECH)}, {"text": "What does he say?"}])
+    r1, h1 = model.chat(tok, query, **GEN_KW)
+    assert json.loads(out.stdout) == {"response": r1, "spans": [], "model": str(folder)}
+    chat = run("chat", "--model", folder, "--audio", SPEECH, *GEN, "-q", stdin="What does he say?\nAnd then?\n")
+    assert chat.returncode == 0, chat.stderr
+    r2, _ = model.chat(tok, "And then?", history=h1, **GEN_KW)
+    assert chat.stdout == f"{r1}\n{r2}\n"
+
+
 def test_ask_json_spans_name_their_clip(monkeypatch, capsys, tmp_path):
     first, second = tmp_path / "a.wav", tmp_path / "b.wav"
     first.write_bytes(b"x")

@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 
 from qwen_audio.errors import CheckpointError
 from qwen_audio.models.qwen2 import Qwen2Config, Qwen2LM, load_state
-from qwen_audio.options import OptionError
 
 from .conftest import QWEN2_AUDIO_TOKENS
 from .synthetic import nonzero_biases

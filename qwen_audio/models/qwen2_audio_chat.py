@@ -101,8 +101,13 @@ class Qwen2AudioEngine(Engine):
             mels = torch.as_tensor(mels).float().cpu()
             frames = (torch.as_tensor(mel_mask).sum(-1) if mel_mask is not None
                       else torch.full((len(mels),), mels.shape[-1])).long().cpu()
-            feats = self.model.embed_audio(mels.to(self.model.device), frames) if len(mels) else []
             keys = [("mel", hashlib.sha256(m.numpy().tobytes()).hexdigest(), int(f)) for m, f in zip(mels, frames)]
+            feats = [self.features.get(k) for k in keys]  # a clip sent again is not encoded again
+            todo = [i for i, f in enumerate(feats) if f is None]
+            if todo:
+                for i, f in zip(todo, self.model.embed_audio(mels[todo].to(self.model.device), frames[todo])):
+                    feats[i] = f
+                    self.features.put(keys[i], f)
         limit, out, used = self.model.config.max_position_embeddings, [], 0
         for row, ids in enumerate(rows):
             if not ids:
