@@ -175,11 +175,13 @@ def real_activations() -> None:
     def keep(name):
         return lambda module, args: inputs.__setitem__(name, (args[0].reshape(-1, args[0].shape[-1]).clone(), module))
 
-    for i, block in enumerate(model.blocks):
-        for part in ("wq", "wo", "w_gate", "w_down"):
-            getattr(block, part).register_forward_pre_hook(keep(f"{i}.{part}"))
+    for i, layer in enumerate(model.model.layers):
+        for part, linear in (("q_proj", layer.self_attn.q_proj), ("o_proj", layer.self_attn.o_proj),
+                             ("gate_proj", layer.mlp.gate_proj), ("down_proj", layer.mlp.down_proj)):
+            linear.register_forward_pre_hook(keep(f"{i}.{part}"))
     ids = tok.encode(PROMPT)[:300]
-    model(torch.tensor([ids]), 0, model.new_cache(len(ids)))
+    with torch.inference_mode():
+        model(torch.tensor([ids]))
     rows: dict[str, list] = {}
     for key, (x, module) in inputs.items():
         layer = QuantLinear(module.in_features, module.out_features, False, 8)
@@ -194,7 +196,7 @@ def real_activations() -> None:
         ratio = float((x.abs().amax(1) / x.pow(2).mean(1).sqrt()).max())
         rows.setdefault(key.split(".")[1], []).append([ratio, *error(one, exact), *error(two, exact), *error(bf16, exact)])
     print(f"\nreal activations: Qwen2.5-0.5B (lite GGUF), a {len(ids)}-token prompt, every linear's input, int8 "
-          f"weights; the worst of its {len(model.blocks)} layers; error against the exact product with the int8 weight")
+          f"weights; the worst of its {len(model.model.layers)} layers; error against the exact product with the int8 weight")
     print("| linear | largest max/rms of a row | one int8 part (max, 1 - cosine) | two parts, int8_product "
           "(max, 1 - cosine) | bfloat16 activations, dense_product (max, 1 - cosine) |")
     print("|---|---|---|---|---|")

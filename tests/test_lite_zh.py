@@ -158,7 +158,7 @@ class Recorder:
     def __init__(self):
         self.messages = None
 
-    def answer(self, messages, cfg, opening=""):
+    def answer(self, messages, cfg, opening="", cancel=None):
         from qwen_audio.backend import TurnStats
 
         self.messages = messages

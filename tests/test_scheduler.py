@@ -148,7 +148,7 @@ def test_cancel_from_another_thread_ends_the_answer_at_the_next_step(ckpt):
     reader.join(10)
     assert not reader.is_alive()
     assert stream.history is None and stream.stats is None  # a cancelled answer is not a turn
-    for _ in range(200):  # the scheduler's thread ends once nothing is left
+    for _ in range(200):  # nothing is left running or waiting
         if not model.engine.scheduler.alive():
             break
         time.sleep(0.01)
@@ -230,8 +230,8 @@ def test_engine_config_is_checked():
 
 
 def test_a_process_that_exits_mid_answer_stops_the_scheduler_first(ckpt, tmp_path):
-    """At exit the scheduler's thread is stopped (a daemon thread killed inside a kernel can abort the
-    process): a check registered before qwen_audio's runs after it and finds the thread gone."""
+    """At exit every answer under way is ended after its step (a daemon thread killed inside a kernel can
+    abort the process): a check registered before qwen_audio's runs after it and finds none left."""
     script = tmp_path / "leave.py"
     script.write_text(f"""
 import atexit

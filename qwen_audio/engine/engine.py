@@ -149,12 +149,14 @@ class Engine:
         """Prepare now (errors raise here), then submit the answer and return the generator of its text.
         `cancel` (set from any thread) ends it at the scheduler's next step."""
         prepared = self.prepare(tokenizer, conversation, cfg)
-        return self._write(tokenizer, self.tokens(prepared, cfg, self.stop_ids(tokenizer, cfg), cancel=cancel))
+        return self.write(tokenizer, self.tokens(prepared, cfg, self.stop_ids(tokenizer, cfg), cancel=cancel))
 
-    def _write(self, tokenizer: QwenTokenizer, tokens: Tokens) -> Pieces:
-        """Text pieces of the answer, never splitting a UTF-8 character, without surrounding whitespace;
-        one token is held back (with `DROPS_LAST_AT_LENGTH`, an answer cut by max_new_tokens loses its last
-        token, as the published v1 code does)."""
+    def write(self, tokenizer, tokens: Tokens, lstrip: bool = True) -> Pieces:
+        """Text pieces of the answer `tokens` (from `self.tokens`), never splitting a UTF-8 character, without
+        trailing whitespace, and without leading whitespace with `lstrip`. With `DROPS_LAST_AT_LENGTH` one
+        token is held back (an answer cut by max_new_tokens loses its last token, as the published v1 code
+        does). The one place where an answer's text is written: StopAnswer thrown in ends it, and
+        the answer's cache goes back to the pool however the generator is left."""
         stop, p = tokens.seq.stop, tokens.seq.prompt
         utf8, pending, n, reason = Utf8Stream(), None, 0, "length"
         started, spaces = False, ""
@@ -162,7 +164,7 @@ class Engine:
         def emit(piece: str) -> Iterator[str]:
             nonlocal started, spaces
             if not started:
-                piece = piece.lstrip()
+                piece = piece.lstrip() if lstrip else piece
                 started = bool(piece)
             body = piece.rstrip()
             if body:
@@ -178,6 +180,9 @@ class Engine:
                     if t in stop:
                         reason = "stop"
                         break
+                    if not self.DROPS_LAST_AT_LENGTH:  # nothing to hold back: written as it comes
+                        yield from emit(utf8.push(tokenizer.decode_bytes([t])))
+                        continue
                     if pending is not None:
                         yield from emit(utf8.push(tokenizer.decode_bytes([pending])))
                     pending = t

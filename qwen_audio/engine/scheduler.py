@@ -1,4 +1,4 @@
-"""The scheduler: one thread writes every answer of an engine, many sequences per forward pass.
+"""The scheduler: every answer of an engine written together, many sequences per forward pass.
 
 Each step is one ragged forward pass (`QwenAudioLM.step`) over the next token of every decoding
 sequence plus chunks of the prompts still being read, at most `step_tokens` tokens in all; sequences
@@ -12,13 +12,19 @@ the first waiting sequence joins when that fits, or when nothing else runs. Audi
 the encoder) is done by the caller's thread before a sequence is submitted, never inside a step.
 Cancellation (`Sequence.cancel`, `Tokens.close`) takes effect at the next step boundary.
 
-The thread starts with the first sequence and ends when none is left, so an idle engine holds no thread.
+No thread of its own: a reader waiting for its answer's next token runs the next step itself, for every
+sequence, unless another reader is running one (then it waits for that step to end). One user's answer
+is computed on the user's thread, where its audio was encoded: a second thread doing torch work makes
+OpenMP throttle every team's spinning on a small machine (measured: lite's 135M LLM decoded at 20 tokens/s
+on a scheduler thread after the caller had run any parallel op, 37 on the caller's). Many readers take
+turns, and an idle engine costs nothing.
 """
 
 from __future__ import annotations
 
 import atexit
 import itertools
+import queue
 import threading
 import weakref
 from collections import deque
@@ -36,8 +42,9 @@ if TYPE_CHECKING:
 
 
 class Tokens:
-    """The ids of one answer as the scheduler writes them (the stop id last, if one ends it). `close()`
-    ends the answer at the scheduler's next step and returns once its prefix is handed back."""
+    """The ids of one answer as the scheduler writes them (the stop id last, if one ends it). Reading it
+    runs the scheduler's steps when no other reader is running one. `close()` ends the answer at the next
+    step and returns once its prefix is handed back."""
 
     def __init__(self, seq: Sequence, scheduler: "Scheduler"):
         self.seq, self._scheduler, self._done = seq, scheduler, False
@@ -48,7 +55,12 @@ class Tokens:
     def __next__(self) -> int:
         if self._done:
             raise StopIteration
-        item = self.seq.out.get()
+        while True:
+            try:
+                item = self.seq.out.get_nowait()
+                break
+            except queue.Empty:
+                self._scheduler.drive(self.seq)
         if item is END or isinstance(item, BaseException):
             self._done = True
             if item is END:
@@ -59,13 +71,12 @@ class Tokens:
     def close(self) -> None:
         self._done = True
         self.seq.closed.set()
-        while not self.seq.ended.wait(0.5):
-            if not self._scheduler.alive():  # no thread left to hand it back (it ended with an error)
-                return
+        while not self.seq.ended.is_set():
+            self._scheduler.drive(self.seq)
 
 
 class Scheduler:
-    """`submit(seq)` from any thread; the sequence's tokens arrive on `seq.out`."""
+    """`submit(seq)` from any thread; the sequence's tokens arrive on `seq.out` as readers `drive` steps."""
 
     EXIT_WAIT_S = 30.0  # at interpreter exit, how long to wait for the step under way
 
@@ -73,30 +84,47 @@ class Scheduler:
         self.engine = engine
         self._waiting: deque[Sequence] = deque()
         self._running: list[Sequence] = []
-        self._lock = threading.Lock()  # guards `_waiting` and `_thread`
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards `_waiting`
+        self._stepping = threading.Lock()  # held by the reader running a step
+        self._stepped = threading.Condition()  # notified when a step ends (and `_stepping` is free)
         self.steps = 0  # forward passes run (for benchmarks and tests)
 
     def submit(self, seq: Sequence) -> None:
         with self._lock:
             self._waiting.append(seq)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="qwen-audio-scheduler", daemon=True)
-                self._thread.start()
-                _LIVE.add(self)
+        _LIVE.add(self)
+
+    def drive(self, seq: Sequence) -> None:
+        """Run one step for every sequence, or wait for the step another reader is running; return at once
+        if `seq` has output or has ended meanwhile."""
+        with self._stepped:
+            if not seq.out.empty() or seq.ended.is_set():
+                return
+            if not self._stepping.acquire(blocking=False):
+                self._stepped.wait()
+                return
+        try:
+            self._turn()
+        finally:
+            with self._stepped:
+                self._stepping.release()
+                self._stepped.notify_all()
 
     def shutdown(self) -> None:
-        """End every answer at the next step and wait for the thread to finish."""
+        """End every answer now (at the end of the step under way, if any), handing its prefix back."""
         with self._lock:
             for seq in [*self._waiting, *self._running]:
                 seq.closed.set()
-            thread = self._thread
-        if thread is not None:
-            thread.join(self.EXIT_WAIT_S)
+        if self._stepping.acquire(timeout=self.EXIT_WAIT_S):
+            try:
+                self._drop_cancelled()
+            finally:
+                self._stepping.release()
 
     def alive(self) -> bool:
+        """Whether any answer is running or waiting."""
         with self._lock:
-            return self._thread is not None
+            return bool(self._waiting or self._running)
 
     @property
     def running(self) -> int:
@@ -106,23 +134,18 @@ class Scheduler:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    # -- the thread ----------------------------------------------------------------------------------------
+    # -- a step (under `_stepping`) ---------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _turn(self) -> None:
         with torch.inference_mode():
-            while True:
-                with self._lock:
-                    if not self._waiting and not self._running:
-                        self._thread = None
-                        return
-                try:
-                    self._drop_cancelled()
-                    self._admit()
-                    if self._running:
-                        self._step()
-                except BaseException as e:  # noqa: BLE001 - a bug here must not leave callers waiting forever
-                    for seq in list(self._running):
-                        self._retire(seq, e)
+            try:
+                self._drop_cancelled()
+                self._admit()
+                if self._running:
+                    self._step()
+            except BaseException as e:  # noqa: BLE001 - a bug, or Ctrl-C in the reader: every answer under way ends
+                for seq in list(self._running):  # with it (each reader raises it), its prefix handed back
+                    self._retire(seq, e)
 
     def _drop_cancelled(self) -> None:
         for seq in [s for s in self._running if s.cancelled()]:
@@ -161,7 +184,7 @@ class Scheduler:
         p.reused = seq.fed = n
         audio = [f for (s, _, _), f in zip(p.spans, p.audio) if s >= n]
         seq.pending = model.embed(torch.tensor([p.ids[n:]], device=model.device), audio)[0]
-        seq.seen = torch.tensor([p.ids], device=model.device)
+        seq.seen = torch.tensor([p.ids if p.penalize_prompt else []], dtype=torch.long, device=model.device)
         seq.generator = make_generator(seq.cfg.seed, model.device)
 
     def _step(self) -> None:
@@ -249,12 +272,12 @@ class Scheduler:
         seq.ended.set()
 
 
-_LIVE: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()  # schedulers whose thread has run
+_LIVE: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()  # schedulers that have had answers
 
 
 @atexit.register
 def _shutdown_all() -> None:
-    """At exit, stop the threads first: a daemon thread still inside a kernel when the interpreter goes
-    down can abort the process ("terminate called without an active exception")."""
+    """At exit, end every answer after the step under way: a daemon thread still inside a kernel when the
+    interpreter goes down can abort the process ("terminate called without an active exception")."""
     for scheduler in list(_LIVE):
         scheduler.shutdown()

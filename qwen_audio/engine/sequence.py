@@ -21,6 +21,7 @@ class Prepared:
     spans: list[Span]
     alpha: float
     max_new_tokens: int  # the options' cap, lowered to what the model's window leaves
+    penalize_prompt: bool = True  # the repetition penalty looks at the prompt too (transformers'), or only the answer
     reused: int = field(default=0)  # prompt tokens taken from a prefix (known once the answer starts)
 
 
@@ -42,7 +43,7 @@ class Sequence:
     cancel: threading.Event = field(default_factory=threading.Event)
     closed: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
-    # The scheduler thread's own state:
+    # The scheduler's own state (changed only by the reader running a step):
     prefix: Prefix | None = None  # the cache it writes into, checked out of the pool
     fed: int = 0  # cache columns holding keys and values (prompt columns, then one per fed token)
     pending: torch.Tensor | None = None  # [n, dim] embeddings of the prompt columns not yet fed

@@ -150,19 +150,22 @@ class LiteModel(Backend):
     # -- the Backend primitives -------------------------------------------------------------------
     def _answer(self, tokenizer, conversation: Conversation, cfg: GenerationConfig, cancel) -> Pieces:
         """Decode the clips in play now (bad audio raises here, long audio warns), then write lazily. (A
-        cancelled answer ends at its next piece: `ChatStream` looks at `cancel` between pieces.)"""
+        cancelled answer ends at its next piece, `ChatStream` looks at `cancel` between pieces; the LLM's
+        part ends at the scheduler's next step.)"""
         audio = clips_in_play(conversation)
         decoded = [(a, self.clips.clip(a.source, a.label)) for a in audio]
-        return self._write(conversation, decoded, cfg)
+        return self._write(conversation, decoded, cfg, cancel)
 
-    def _write(self, conversation: Conversation, decoded: list[tuple[Audio, Clip]], cfg: GenerationConfig) -> Pieces:
+    def _write(self, conversation: Conversation, decoded: list[tuple[Audio, Clip]], cfg: GenerationConfig,
+               cancel) -> Pieces:
         """The answer's pieces (see `_compose`); a stop string written before the LLM's part ends it there."""
         try:
-            return (yield from self._compose(conversation, decoded, cfg))
+            return (yield from self._compose(conversation, decoded, cfg, cancel))
         except StopAnswer:
             return TurnStats(0, 0, 0, "stop")
 
-    def _compose(self, conversation: Conversation, decoded: list[tuple[Audio, Clip]], cfg: GenerationConfig) -> Pieces:
+    def _compose(self, conversation: Conversation, decoded: list[tuple[Audio, Clip]], cfg: GenerationConfig,
+                 cancel) -> Pieces:
         """The answer's pieces: Whisper runs here, on the clips the question picks, when an answer needs it."""
         question = plain_text(conversation.question.query)
         intent = I.route(question)
@@ -171,7 +174,7 @@ class LiteModel(Backend):
         if len(picked) == 1 and len(decoded) > 1:
             clips = [A.Heard(0, 1, clips[0].hear, clips[0].report)]  # "the second audio": answer as for one clip
         if intent.kind == I.OPEN:
-            return (yield from self._open(conversation, question, clips, cfg))
+            return (yield from self._open(conversation, question, clips, cfg, cancel))
         yield A.compose(intent, question, clips)
         return TurnStats(0, 0, 0, "stop")
 
@@ -186,7 +189,8 @@ class LiteModel(Backend):
     def _reporter(self, audio: Audio, clip: Clip) -> Callable[[], Report]:
         return lambda: self.report(audio, clip)
 
-    def _open(self, conversation: Conversation, question: str, clips: list[A.Heard], cfg: GenerationConfig) -> Pieces:
+    def _open(self, conversation: Conversation, question: str, clips: list[A.Heard], cfg: GenerationConfig,
+              cancel) -> Pieces:
         """Open questions: the LLM, told the clips' reports, answers after a one-line summary of them, both in the
         question's language (a Chinese question gets a Chinese lead and is asked for a Chinese answer)."""
         p = for_question(question)
@@ -210,7 +214,8 @@ class LiteModel(Backend):
         if opening:
             yield opening
         # Stream freely but for the last ~48 tokens, in which the answer is let to end only at a sentence end.
-        return (yield from whole_sentences(self.llm().answer(messages, cfg, opening), free=cfg.max_new_tokens - 48))
+        pieces = self.llm().answer(messages, cfg, opening, cancel)
+        return (yield from whole_sentences(pieces, free=cfg.max_new_tokens - 48))
 
     def _transcribe(self, tokenizer, source, request, cfg):
         """Whisper over pause-cut windows of `source` (see `longform`): greedy, or with `do_sample` Whisper's

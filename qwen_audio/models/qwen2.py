@@ -6,7 +6,8 @@ tensors load as they are. The model answers the calls the engine's scheduler mak
 `step(x, segments, last)`, plus `forward(tokens, start, cache)` for one batch.
 
 Differences from the QWen (v1) decoder: grouped-query attention (`n_kv_head` key/value heads, each
-shared by n_head / n_kv_head query heads; the cache holds only those), biases on q, k and v only, a
+shared by n_head / n_kv_head query heads; the cache holds only those), biases on q, k and v only (none
+with `attention_bias=False`: the Llama architecture, which lite's SmolLM2 has), a
 configurable RoPE base and no dynamic NTK or LogN scaling. As in transformers, the rotary tables are
 computed in float32 and applied in the activations' dtype.
 """
@@ -37,6 +38,7 @@ class Qwen2Config:
     norm_eps: float = 1e-6  # rms_norm_eps
     max_position_embeddings: int = 32768
     tie_word_embeddings: bool = False
+    attention_bias: bool = True  # biases on q, k and v (Qwen2's); False for Llama-architecture models (SmolLM2)
 
     @property
     def head_dim(self) -> int:
@@ -74,9 +76,9 @@ class Attention(nn.Module):
     def __init__(self, cfg: Qwen2Config):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.dim, cfg.n_head * cfg.head_dim)
-        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_head * cfg.head_dim)
-        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_head * cfg.head_dim)
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_head * cfg.head_dim, bias=cfg.attention_bias)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_head * cfg.head_dim, bias=cfg.attention_bias)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_head * cfg.head_dim, bias=cfg.attention_bias)
         self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor, segments: list[Segment], layer: int) -> torch.Tensor:
@@ -88,10 +90,11 @@ class Attention(nn.Module):
             n = seg.length
             qs = q[at:at + n].view(1, n, self.n_head, self.head_dim).transpose(1, 2)
             ks, vs = (z[at:at + n].view(1, n, self.n_kv_head, self.head_dim).transpose(1, 2) for z in (k, v))
-            cos, sin = (t.to(x.dtype) for t in seg.rope)
+            cos, sin = seg.rope
             qs, ks = qs * cos + _rotate_half(qs) * sin, ks * cos + _rotate_half(ks) * sin
             ks, vs = seg.cache.update(layer, seg.start, ks, vs)
-            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=seg.mask, is_causal=seg.mask is None,
+            # No mask: one new token sees every key (a decode step), or a whole prompt is causal on its own.
+            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=seg.mask, is_causal=seg.mask is None and n > 1,
                                                enable_gqa=self.n_kv_head != self.n_head)
             out.append(o.transpose(1, 2).reshape(n, -1))
             at += n
@@ -154,8 +157,10 @@ class Qwen2LM(nn.Module):
         c = self.config
         return KVCache(c.n_layer, batch, c.n_kv_head, c.head_dim, capacity, self.dtype, self.device)
 
-    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens: [B, S] -> [B, S, dim]."""
+    def embed(self, tokens: torch.Tensor, audio: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """tokens: [B, S] -> [B, S, dim]. A text-only decoder: `audio` (the engine's clips) must be empty."""
+        if audio:
+            raise ValueError("this decoder takes no audio features")
         return self.model.embed_tokens(tokens)
 
     def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,7 +177,9 @@ class Qwen2LM(nn.Module):
         if alpha != 1.0:
             raise ValueError("Qwen2 has no dynamic NTK scaling: alpha must be 1")
         cols = torch.arange(start, start + length, device=cache.k[0].device)
-        return Segment(cache, start, length, self.rope(cols), None, causal_mask(start, length, cols.device))
+        cos, sin = self.rope(cols)  # computed in float32, applied in the activations' dtype (as transformers)
+        mask = None if length == 1 else causal_mask(start, length, cols.device)
+        return Segment(cache, start, length, (cos.to(self.dtype), sin.to(self.dtype)), None, mask)
 
     def step(self, x: torch.Tensor, segments: list[Segment], last: list[int]) -> torch.Tensor:
         """One ragged forward pass: x [T, dim] (every segment's input embeddings, in order) -> logits
