@@ -1,6 +1,6 @@
 """lite's open-answer LLM alone: time to the first piece and decode tokens/s, per model file.
 
-    python benchmarks/lite_llm.py [--llms qwen2.5-0.5b,qwen2.5-1.5b] [--new-tokens 64] [--threads 2]
+    python benchmarks/lite_llm.py [--llms qwen2.5-0.5b,qwen2.5-1.5b] [--quantize none,int8,int4] [--new-tokens 64]
 
 Each model answers the same three prompts (a short question, a ~150-token report-like prompt, a Chinese
 one), greedy, through `SmolChat.answer` (what lite's open answers call). Printed per model: load seconds,
@@ -40,6 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llms", default="qwen2.5-0.5b")
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--quantize", default="none", help="comma-separated: none (bfloat16/float32), int8, int4")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.threads:
@@ -48,27 +49,26 @@ def main() -> None:
     from qwen_audio.lite.llm import SmolChat, load_gguf
     from qwen_audio.lite.weights import resolve_llm
     from qwen_audio.options import GenerationConfig
+    from qwen_audio.quantize import QuantLinear
 
     gbps = read_gbps()
     print(f"machine: {machine()}; memory read {gbps:.1f} GB/s")
     cfg = GenerationConfig(do_sample=False, max_new_tokens=args.new_tokens)
-    print("| model | dtype | load s | prompt tokens | first piece s | decode tok/s | bound tok/s |")
+    print("| model | weights | load s | prompt tokens | first piece s | decode tok/s | bound tok/s |")
     print("|---|---|---|---|---|---|---|")
-    for name in args.llms.split(","):
+    for name, quantize in [(n, q) for n in args.llms.split(",") for q in args.quantize.split(",")]:
         try:
             path = resolve_llm(which=name)
         except ModelNotFoundError as e:
             print(f"| {name} | {e} |")
             continue
         t = time.perf_counter()
-        chat = SmolChat(*load_gguf(path))
+        chat = SmolChat(*load_gguf(path, quantize=None if quantize == "none" else quantize))
         load_s = time.perf_counter() - t
-        weights = [p for n, p in chat.model.named_parameters() if p.ndim == 2 and "embed" not in n]
-        per_token = sum(p.numel() * p.element_size() for p in weights)
-        if not any("lm_head" in n or "output" in n for n, _ in chat.model.named_parameters()):
-            embed = next(p for n, p in chat.model.named_parameters() if "embed" in n)
-            per_token += embed.numel() * embed.element_size()  # the tied output head reads the embedding
-        dtype = str(weights[0].dtype)[6:]
+        # Bytes a decode step reads: every linear layer's weights (and scales), the output head included.
+        per_token = sum(m.weight.nbytes for m in chat.model.modules() if isinstance(m, torch.nn.Linear))
+        per_token += sum(m.weight.nbytes + m.scales.nbytes for m in chat.model.modules() if isinstance(m, QuantLinear))
+        dtype = f"{quantize} ({str(chat.model.dtype)[6:]})" if quantize != "none" else str(chat.model.dtype)[6:]
         list(chat.answer(PROMPTS[0], GenerationConfig(do_sample=False, max_new_tokens=2)))  # warm up
         for messages in PROMPTS:
             t = time.perf_counter()

@@ -208,21 +208,28 @@ class WindowDecoder:
         return self.tokenizer.decode(ids)
 
 
-def transcribe_windows(engine, tokenizer, source: AudioSource | Clip, request: TranscribeRequest, cfg):
-    """The faithful backend's `_transcribe`: the base model's task prompt over windows of `source`."""
-    language = request.language or "en"
-    prompt = task_prompt(language, task=request.task, target=request.target, timestamps=request.timestamps)
+def open_windows(source: AudioSource | Clip) -> tuple[str, Windows, float | None]:
+    """(name, windows, total seconds if known) of a recording, its first window read now: a bad or too short
+    file fails here, before any segment."""
     if isinstance(source, Clip):
         name, windows, total = source.name, Windows.of(source.samples), source.duration
     else:
         reader = open_source(source)
         name, windows, total = reader.name, Windows(reader.read), reader.total_seconds
-    end, _ = windows.extent(0)  # read the first window now: a bad or too short file fails before any segment
+    end, _ = windows.extent(0)
     if end == 0:
         raise EmptyAudioError(f"{name}: the audio is empty (no samples)")
     if end < MIN_SAMPLES:
         raise AudioTooShortError(f"{name}: {1000 * end / SAMPLE_RATE:.0f} ms of audio is too short to transcribe; "
                                  f"at least {1000 * MIN_SAMPLES // SAMPLE_RATE} ms are needed")
+    return name, windows, total
+
+
+def transcribe_windows(engine, tokenizer, source: AudioSource | Clip, request: TranscribeRequest, cfg):
+    """The faithful backend's `_transcribe`: the base model's task prompt over windows of `source`."""
+    language = request.language or "en"
+    prompt = task_prompt(language, task=request.task, target=request.target, timestamps=request.timestamps)
+    name, windows, total = open_windows(source)
     decode = WindowDecoder(engine, tokenizer, windows, prompt, cfg, name)
     out_language = request.target or (language if request.task == "transcribe" else "en")
     return (out_language, stitch(windows, decode, timestamps=request.timestamps),

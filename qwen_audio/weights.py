@@ -251,7 +251,7 @@ def load_weights(model: nn.Module, folder: str | Path, *, dtype: torch.dtype, de
             quantize_modules(model, quantization, dtype, layout.embeddings, layout.head)
         for key, t in _tensors(folder, kind, weight_map, layout, release=True):
             for target in (key, shared.get(key)) if key in shared else (key,):
-                _put(model, target, t, dtype, device, saved is not None)
+                put_tensor(model, target, t, dtype, device, saved is not None)
     model.init_buffers()
     empty = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if empty:
@@ -259,8 +259,9 @@ def load_weights(model: nn.Module, folder: str | Path, *, dtype: torch.dtype, de
     return model
 
 
-def _put(model: nn.Module, key: str, t: torch.Tensor, dtype: torch.dtype, device, saved: bool) -> None:
-    """One stored tensor into a model whose linear and embedding layers may be quantized."""
+def put_tensor(model: nn.Module, key: str, t: torch.Tensor, dtype: torch.dtype, device, saved: bool = False) -> None:
+    """One tensor into a model whose linear and embedding layers may be quantized (`saved`: in the form
+    `save_quantized` writes, else a float weight to quantize)."""
     path, _, name = key.rpartition(".")
     module = model.get_submodule(path)
     quantized = isinstance(module, (QuantLinear, QuantEmbedding))

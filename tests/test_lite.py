@@ -362,6 +362,21 @@ def test_the_llm_is_the_engines_qwen2_decoder(llm):
     assert stats.reused_tokens > 0 and stats.new_tokens >= 1
 
 
+def test_the_llm_in_int4(llm):
+    """`llm_quantize="int4"`: the GGUF's weights stored again in the project's int4 layers (the head in int8),
+    and the answer still knows its facts."""
+    from qwen_audio.lite.llm import SmolChat, load_gguf
+    from qwen_audio.quantize import QuantEmbedding, QuantLinear
+
+    chat = SmolChat(*load_gguf(llm[0].llm_path, quantize="int4"))
+    layer = chat.model.model.layers[0]
+    assert isinstance(layer.mlp.down_proj, QuantLinear) and layer.mlp.down_proj.bits == 4
+    assert chat.model.lm_head.bits == 8 and isinstance(chat.model.model.embed_tokens, QuantEmbedding)
+    answer = "".join(chat.answer([("user", "What is the capital of France? Answer in one sentence.")],
+                                 GenerationConfig(do_sample=False, max_new_tokens=24)))
+    assert "Paris" in answer, answer
+
+
 def test_lite_generation_config(lite):
     model, tok = lite
     cfg = GenerationConfig.from_pretrained("lite", trust_remote_code=True)

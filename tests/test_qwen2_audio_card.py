@@ -161,3 +161,38 @@ def test_bad_requests_name_their_cause(card, tiny):
         P.from_pretrained(tiny[0].name_or_path)
     # A failed call leaves the engine as it was: the next one answers.
     assert model.generate(**inputs, max_new_tokens=2).shape[1] >= inputs["input_ids"].shape[1] + 1
+
+
+def test_transcribe_reads_30_s_windows_and_asks_each_for_its_words(card):
+    """`transcribe` on Qwen2-Audio: windows of 30 s, each answered as the processor's prompt for it through
+    `generate` is (the base model's task prompt here: this checkpoint has a template, so the hub-layout copy
+    without one stands for the base model); no timestamps."""
+    need_shared()
+    import numpy as np
+
+    from qwen_audio import AutoProcessor, Qwen2AudioForConditionalGeneration
+    from qwen_audio.audio import load_audio
+
+    speech = load_audio(AUDIO / "1272-128104-0000.flac")
+    long = np.concatenate([np.tile(speech, 6)[:30 * 16000], speech])  # 30 s, then 5.9 s
+    for folder, chat in ((card[0], True), (card[1], False)):
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(folder)
+        processor = AutoProcessor.from_pretrained(folder)
+        if not chat:
+            processor.chat_template = model.processor.chat_template = None  # a base checkpoint has none
+        t = model.transcribe(None, (long, 16000), language="en", max_new_tokens=6)
+        assert [(s.start, s.end) for s in t.segments] == [(0.0, 30.0), (30.0, round(len(long) / 16000, 3))]
+        for segment, piece in zip(t.segments, (long[:480000], long[480000:])):
+            if chat:
+                conversation = [{"role": "user", "content": [
+                    {"type": "audio", "audio_url": "x"},
+                    {"type": "text", "text": "Transcribe the speech in this audio word for word. It is spoken in "
+                                             "English. Reply with the transcript only."}]}]
+                text = processor.apply_chat_template(conversation, add_generation_prompt=True)
+            else:
+                text = "<|audio_bos|><|AUDIO|><|audio_eos|>Detect the language and recognize the speech: <|en|>"
+            inputs = processor(text=text, audio=[piece])
+            ids = model.generate(**inputs, max_new_tokens=6, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+            assert segment.text == processor.decode(ids, skip_special_tokens=True).strip()
+    with pytest.raises(OptionError, match="no timestamps"):
+        model.transcribe(None, (speech, 16000), timestamps=True)

@@ -397,8 +397,8 @@ def test_serve_needs_no_optional_import_in_the_core():
 
 
 def test_a_qwen2_audio_checkpoint_is_served(logs, qwen2_audio_folder):
-    """`qwen-audio serve --model <Qwen2-Audio folder>`: its answers (whole and streamed) are the library's;
-    what it cannot do yet (transcription) is a 400 that says so."""
+    """`qwen-audio serve --model <Qwen2-Audio folder>`: its answers (whole and streamed) and transcripts are
+    the library's; what it cannot do (timestamps) is a 400 that says so."""
     need_shared()
     import qwen_audio
     from qwen_audio import Audio, Message, Text
@@ -417,7 +417,10 @@ def test_a_qwen2_audio_checkpoint_is_served(logs, qwen2_audio_folder):
                                                 **GREEDY)
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == want
         with open(SPEECH, "rb") as f:
-            e = error(lambda: client.audio.transcriptions.create(model="qwen2", file=f))
-        assert e.status_code == 400 and "not supported" in e.message
+            t = client.audio.transcriptions.create(model="qwen2", file=f, language="en")
+        assert t.text == model.transcribe(None, str(SPEECH), language="en").text
+        with open(SPEECH, "rb") as f:
+            e = error(lambda: client.audio.transcriptions.create(model="qwen2", file=f, response_format="srt"))
+        assert e.status_code == 400 and "no timestamps" in e.message
     finally:
         assert server.stop() in STOPPED

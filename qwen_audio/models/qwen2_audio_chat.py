@@ -1,11 +1,9 @@
-"""Qwen2-Audio behind the project's `Backend` interface: `chat`, `chat_stream`, `chat_batch` and `respond`,
-written by the same engine (prefix cache, scheduler) as the v1 model.
+"""Qwen2-Audio behind the project's `Backend` interface: `chat`, `chat_stream`, `chat_batch`, `respond` and
+`transcribe`, written by the same engine (prefix cache, scheduler) as the v1 model, plus the model card's
+`generate` for `Qwen2AudioProcessor`'s output.
 
-    model = Qwen2AudioChat.from_pretrained(folder)          # config.json with model_type "qwen2_audio"
+    model, tokenizer = qwen_audio.load("Qwen/Qwen2-Audio-7B-Instruct")   # config.json: model_type "qwen2_audio"
     stream = model.respond([Message("user", [Audio("clip.wav"), Text("What's that sound?")])])
-
-Not yet here: `load()` by model type, the hub download, the model card's processor API, transcription
-of long audio, quantized weights.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from ..audio import source_key
+from ..audio import SAMPLE_RATE, source_key
 from ..backend import Backend
 from ..config import read_json
 from ..engine import Engine, EngineConfig, Prepared
@@ -27,9 +25,10 @@ from ..messages import Audio, Conversation, Text, unlabelled
 from ..options import IGNORED_LOAD_KWARGS, GenerationConfig
 from ..placement import placement
 from ..quantize import Quantization
+from ..transcribe import open_windows, stitch
 from ..weights import load_weights
 from .bpe import BpeTokenizer
-from .processor import audio_runs
+from .processor import Qwen2AudioProcessor, audio_runs
 from .qwen2_audio import Qwen2AudioLM, audio_frames, chat_ids, feature_lengths, layout, log_mel
 
 DEFAULT_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
@@ -147,6 +146,7 @@ class Qwen2AudioChat(Backend):
         self.quantization: Quantization | None = None  # how the weights are stored, when not in float
         # The ids that end `generate`: generation_config.json's eos_token_id (one or a list).
         self.end_ids = frozenset({generation_config.eos_token_id})
+        self.processor: Qwen2AudioProcessor | None = None  # the checkpoint's chat template and feature extractor
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device_map=None, torch_dtype=None,
@@ -173,7 +173,7 @@ class Qwen2AudioChat(Backend):
         tokenizer = BpeTokenizer.from_folder(folder)
         generation_config, end_ids = _generation_config(folder, tokenizer)
         chat = cls(model.eval(), tokenizer, generation_config, engine)
-        chat.end_ids = end_ids
+        chat.end_ids, chat.processor = end_ids, Qwen2AudioProcessor.from_pretrained(folder)
         chat.quantization = quantization
         return chat
 
@@ -236,7 +236,55 @@ class Qwen2AudioChat(Backend):
         return self.engine.answer_batch(tokenizer, conversations, cfg)
 
     def _transcribe(self, tokenizer, source, request, cfg):
-        raise OptionError("transcribing long audio with Qwen2-Audio is not supported yet: ask about a clip instead")
+        """Consecutive 30 s windows, each asked for its words: with the base model's task prompt (the one
+        Qwen2-Audio's evaluation uses), or, on a chat checkpoint, an instruction in its chat template.
+        Qwen2-Audio writes no timestamps, so windows are cut every 30 s (a word on a boundary can be cut)."""
+        if request.timestamps:
+            raise OptionError("Qwen2-Audio writes no timestamps: transcribe with timestamps=False (Qwen-Audio's "
+                              "checkpoints give them)")
+        if self.processor is None:
+            raise OptionError("this model was not loaded from a checkpoint folder: its processor (chat template, "
+                              "feature extractor) is needed to transcribe")
+        language, target = request.language, request.target or (request.language if request.task == "transcribe" else "en")
+        prompt = _task_text(request.task, language, target, chat=self.processor.chat_template is not None)
+        name, windows, total = open_windows(source)
+
+        def decode(start: int, end: int) -> str:
+            samples = windows.samples(start, end)
+            if self.processor.chat_template is None:
+                text = f"<|audio_bos|><|AUDIO|><|audio_eos|>{prompt}"
+            else:
+                chat = [{"role": "user", "content": [{"type": "audio", "audio_url": name}, {"type": "text", "text": prompt}]}]
+                text = self.processor.apply_chat_template(chat, add_generation_prompt=True)
+            inputs = self.processor(text=text, audio=[samples])
+            p = self.engine.prepare_ids([inputs["input_ids"][0].tolist()], inputs["input_features"],
+                                        inputs["feature_attention_mask"], cfg)[0]
+            stop = self.engine.stop_ids(self.tokenizer, cfg) | set(self.end_ids)
+            ids = [t for t in self.engine.tokens(p, cfg, stop, keep=False) if t not in stop]
+            return self.tokenizer.decode(ids).strip()
+
+        return target or "", stitch(windows, decode), lambda: windows.n_read / SAMPLE_RATE, total
+
+
+_LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "de": "German", "es": "Spanish", "ko": "Korean", "fr": "French",
+                   "ja": "Japanese", "it": "Italian", "ru": "Russian", "pt": "Portuguese", "ar": "Arabic", "nl": "Dutch"}
+
+
+def _task_text(task: str, language: str | None, target: str | None, chat: bool) -> str:
+    """What a window is asked: the base model's task prompt (Qwen2-Audio's evaluation: "Detect the language
+    and recognize the speech: <|en|>"), or for a chat checkpoint an instruction."""
+    if task not in ("transcribe", "translate"):
+        raise OptionError(f"task must be 'transcribe' or 'translate', got {task!r}")
+    into = _LANGUAGE_NAMES.get(target or "", target)
+    if not chat:
+        tag = f" <|{language}|>" if language else ""
+        if task == "transcribe":
+            return f"Detect the language and recognize the speech:{tag}"
+        return f"Detect the language and translate the speech into {into}:{tag}"
+    spoken = f" It is spoken in {_LANGUAGE_NAMES.get(language, language)}." if language else ""
+    if task == "transcribe":
+        return f"Transcribe the speech in this audio word for word.{spoken} Reply with the transcript only."
+    return f"Translate the speech in this audio into {into}.{spoken} Reply with the translation only."
 
 
 # The model card's name for it.
