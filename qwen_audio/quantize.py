@@ -200,7 +200,10 @@ class _Scratch(threading.local):
     def get(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
         key = (rows, cols, dtype)
         if key not in self.buffers:
-            self.buffers[key] = torch.empty(rows, cols, dtype=dtype)
+            # A normal tensor even when first needed inside inference mode: the same thread writes into it
+            # later outside it (an inference tensor cannot be written there).
+            with torch.inference_mode(False):
+                self.buffers[key] = torch.empty(rows, cols, dtype=dtype)
         return self.buffers[key]
 
 

@@ -8,7 +8,7 @@ import mmap
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -239,6 +239,7 @@ def load_weights(model: nn.Module, folder: str | Path, *, dtype: torch.dtype, de
             raise CheckpointError(f"{folder}: saved as {saved.name}, which needs torch's CPU int4 kernel; this torch "
                                   "packs int4 weights in a way this version does not know")
         quantize_modules(model, saved, dtype, layout.embeddings, layout.head)
+        layout = replace(layout, name=_same_name)  # `save_quantized` writes the model's own names
     kind, weight_map = check_checkpoint(folder, model, layout)
     stored = set(weight_map)
     shared = {source: name for name, source in layout.tied.items() if not any(layout.name(k) == name for k in stored)}
@@ -275,6 +276,17 @@ def put_tensor(model: nn.Module, key: str, t: torch.Tensor, dtype: torch.dtype, 
         module._buffers[name] = t.to(device=device, dtype=dtype, copy=True)
 
 
+# What a saved quantized folder takes from its source besides the weights: the config and generation files,
+# the tokenizer (v1's tiktoken file; Qwen2-Audio's BPE files), Qwen2-Audio's processor and chat template.
+COPIED_FILES = ("config.json", "generation_config.json", "qwen.tiktoken", "tokenizer.json", "tokenizer_config.json",
+                "vocab.json", "merges.txt", "preprocessor_config.json", "processor_config.json", "chat_template.json",
+                "chat_template.jinja")
+
+
+def _same_name(key: str) -> str:
+    return key
+
+
 def save_quantized(model: nn.Module, quantization: Quantization, folder: str | Path, source: str | Path) -> Path:
     """Write a quantized model as a checkpoint folder that loads with no conversion: its weights (int4 as
     portable `nibbles`), the config, tokenizer and generation files of `source`, and `quantization.json`."""
@@ -288,7 +300,7 @@ def save_quantized(model: nn.Module, quantization: Quantization, folder: str | P
         state[name] = t
     total = sum(t.numel() * t.element_size() for t in state.values())
     save_checkpoint(state, folder, n_shards=max(1, -(-total // (2 << 30))))  # shards of about 2 GiB
-    for f in ("config.json", "generation_config.json", "qwen.tiktoken"):
+    for f in COPIED_FILES:
         if (Path(source) / f).is_file():
             shutil.copy(Path(source) / f, folder / f)
     (folder / QUANTIZED).write_text(json.dumps({"format": "qwen-audio-quantized", "bits": quantization.bits,

@@ -329,3 +329,15 @@ def test_emulated_bfloat16_is_named_with_a_faster_choice(wide, monkeypatch):
     assert qwen_audio.load(wide, quantize="int8")[0].dtype == torch.float32  # the fast path there
     monkeypatch.setenv("QWEN_AUDIO_NATIVE_BF16", "1")
     assert qwen_audio.load(wide, quantize="int8")[0].dtype == torch.bfloat16
+
+
+def test_a_layer_used_in_inference_mode_works_outside_it_on_the_same_thread():
+    """The engine computes in inference mode on the reader's own thread; the layer's scratch buffers must
+    still take the same thread's calls outside it."""
+    torch.manual_seed(0)
+    layer = QuantLinear(256, 128, False, 4, 64)
+    layer.set_weight(torch.randn(128, 256) * 0.02, torch.float32)
+    x = torch.randn(200, 256)
+    with torch.inference_mode():
+        inside = layer(x)
+    assert torch.equal(layer(x), inside)

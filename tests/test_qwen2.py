@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from qwen_audio.errors import CheckpointError
+from qwen_audio.errors import CheckpointError, OptionError
 from qwen_audio.models.qwen2 import Qwen2Config, Qwen2LM, load_state
 
 from .conftest import QWEN2_AUDIO_TOKENS
@@ -273,3 +273,24 @@ def test_qwen2_audio_in_int8_and_int4(wide_qwen2_audio):
         clear = (top[:, 0] - top[:, 1]) > 4 * (got - ref).pow(2).mean().sqrt()
         assert spec == "int4" or clear.sum() >= 20, int(clear.sum())
         assert bool((got.argmax(-1) == ref.argmax(-1))[clear].all()), spec
+
+
+@pytest.mark.parametrize("spec", ["int8", "int4"])
+def test_a_saved_quantized_qwen2_audio_loads_as_it_was(wide_qwen2_audio, tmp_path, spec):
+    """`save_quantized` on Qwen2-Audio: the folder loads with no conversion, computes what the model that
+    wrote it computes, and carries the tokenizer, processor and chat template."""
+    import qwen_audio
+    from qwen_audio.models.qwen2_audio_chat import Qwen2AudioChat
+
+    chat = Qwen2AudioChat.from_pretrained(wide_qwen2_audio, dtype=torch.float32, quantize=spec)
+    folder = chat.save_quantized(tmp_path / spec)
+    again, tokenizer = qwen_audio.load(folder, dtype=torch.float32)
+    assert again.quantization == chat.quantization and again.processor.chat_template == chat.processor.chat_template
+    g = torch.Generator().manual_seed(1)
+    ids, mels = [1, 2, *[151646] * 750, 3], torch.randn(1, 128, 3000, generator=g)
+    with torch.inference_mode():
+        want = chat.model(torch.tensor([ids]), chat.model.embed_audio(mels, torch.tensor([3000])))
+        got = again.model(torch.tensor([ids]), again.model.embed_audio(mels, torch.tensor([3000])))
+    assert torch.equal(got, want)
+    with pytest.raises(OptionError, match="not quantized"):
+        Qwen2AudioChat.from_pretrained(wide_qwen2_audio).save_quantized(tmp_path / "float")

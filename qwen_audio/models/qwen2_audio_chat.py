@@ -26,7 +26,7 @@ from ..options import IGNORED_LOAD_KWARGS, GenerationConfig
 from ..placement import placement
 from ..quantize import Quantization
 from ..transcribe import open_windows, stitch
-from ..weights import load_weights
+from ..weights import load_weights, save_quantized, saved_quantization
 from .bpe import BpeTokenizer
 from .processor import Qwen2AudioProcessor, audio_runs
 from .qwen2_audio import Qwen2AudioLM, audio_frames, chat_ids, feature_lengths, layout, log_mel
@@ -147,6 +147,7 @@ class Qwen2AudioChat(Backend):
         # The ids that end `generate`: generation_config.json's eos_token_id (one or a list).
         self.end_ids = frozenset({generation_config.eos_token_id})
         self.processor: Qwen2AudioProcessor | None = None  # the checkpoint's chat template and feature extractor
+        self.name_or_path: Path | None = None  # the checkpoint folder
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, *, device_map=None, torch_dtype=None,
@@ -166,7 +167,8 @@ class Qwen2AudioChat(Backend):
             kind = config.get("model_type") if isinstance(config, dict) else None
             raise CheckpointError(f"{folder}: not a Qwen2-Audio checkpoint (model_type {kind!r})")
         device, dtype = placement(device if device is not None else device_map,
-                                  dtype if dtype is not None else torch_dtype, {}, folder, quantization)
+                                  dtype if dtype is not None else torch_dtype, {}, folder,
+                                  quantization or saved_quantization(folder))
         with torch.device("meta"):
             model = Qwen2AudioLM.from_dict(config, str(folder / "config.json"))
         load_weights(model, folder, dtype=dtype, device=device, quantization=quantization, layout=layout(model.config))
@@ -174,8 +176,17 @@ class Qwen2AudioChat(Backend):
         generation_config, end_ids = _generation_config(folder, tokenizer)
         chat = cls(model.eval(), tokenizer, generation_config, engine)
         chat.end_ids, chat.processor = end_ids, Qwen2AudioProcessor.from_pretrained(folder)
-        chat.quantization = quantization
+        chat.quantization, chat.name_or_path = quantization or saved_quantization(folder), folder
         return chat
+
+    def save_quantized(self, folder: str | os.PathLike) -> Path:
+        """Write this quantized model as a checkpoint folder that `load` reads with no conversion (int8
+        weights memory-mapped), with the source's config, tokenizer, processor and chat template."""
+        if self.quantization is None:
+            raise OptionError("this model is not quantized: load it with quantize='int8' or 'int4' first")
+        if self.name_or_path is None:
+            raise OptionError("this model was not loaded from a checkpoint folder: its config cannot be copied")
+        return save_quantized(self.model, self.quantization, folder, self.name_or_path)
 
     @property
     def device(self) -> torch.device:
