@@ -202,3 +202,21 @@ def test_eval_lite_on_the_tutorial_clips(tmp_path):
     grounding = tasks["grounding"]["groups"]["all"]
     assert grounding["found"] == grounding["n"] and grounding["mean_boundary_error_ms"] < 100
     assert "| asr | en | 2 | WER |" in done.stdout
+
+
+def test_eval_runs_every_task_on_a_qwen2_audio_checkpoint(tmp_path, qwen2_audio_folder):
+    """`qwen-audio eval all` on a Qwen2-Audio folder: every row is answered (its transcription rows by
+    `transcribe`) and scored, none fails. (Random weights: the scores themselves mean nothing.)"""
+    if not AUDIO.is_dir():
+        pytest.skip(f"tutorial clips not found under {SHARED} (set QWEN_AUDIO_FIXTURES)")
+    manifest = tmp_path / "shared.jsonl"
+    subprocess.run([sys.executable, str(REPO / "examples" / "shared_manifest.py"), "-o", str(manifest),
+                    "--audio-dir", str(AUDIO)], check=True, env=env())
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    done = subprocess.run(script() + ["eval", "all", "--manifest", str(manifest), "--model", str(qwen2_audio_folder[0]),
+                                      "--max-new-tokens", "6", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, encoding="utf-8", env=env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tasks = json.loads((tmp_path / "out" / "report.json").read_text())["tasks"]
+    assert sum(t["n"] for t in tasks.values()) == len(rows) and all(t["errors"] == 0 for t in tasks.values())
+    assert {"asr", "st", "sound", "grounding", "aqa"} <= set(tasks)
