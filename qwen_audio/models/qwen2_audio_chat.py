@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -142,7 +143,8 @@ class Qwen2AudioChat(Backend):
     def __init__(self, model: Qwen2AudioLM, tokenizer: BpeTokenizer, generation_config: GenerationConfig,
                  engine: EngineConfig = EngineConfig()):
         self.model, self.tokenizer, self.generation_config = model, tokenizer, generation_config
-        self.engine = Qwen2AudioEngine(model, engine)
+        # CUDA graphs capture v1's decode step (its forward's signature); on a GPU this model decodes eagerly.
+        self.engine = Qwen2AudioEngine(model, replace(engine, cuda_graphs=False))
         self.quantization: Quantization | None = None  # how the weights are stored, when not in float
         # The ids that end `generate`: generation_config.json's eos_token_id (one or a list).
         self.end_ids = frozenset({generation_config.eos_token_id})
