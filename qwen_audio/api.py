@@ -170,9 +170,6 @@ def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, *, dtype=None, device=
     """(model, tokenizer) in one call: a checkpoint folder, a hub id, or "lite" (offline, small).
     Keyword arguments go to the backend's loader (`from_pretrained`, `load_lite`)."""
     given = {k: v for k, v in dict(dtype=dtype, device=device).items() if v is not None}
-    if os.fspath(name_or_path) in BUILTIN and kwargs.get("quantize") is not None:
-        raise OptionError(f"quantize applies to checkpoints; the built-in {os.fspath(name_or_path)!r} backend "
-                          "brings its own small weights")
     builtin = _builtin(name_or_path, **given, **kwargs)
     if builtin:
         return builtin

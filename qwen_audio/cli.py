@@ -43,6 +43,7 @@ from .errors import AudioError, OptionError, QwenAudioError
 
 DEFAULT_MODEL = "lite"  # the embedded offline backend
 QUANTIZE_CHOICES = ["int8", "int4", "int4-32", "int4-64", "int4-128"]
+QUANTIZE_HELP = "int8 or int4 weights on a CPU (a checkpoint's model; lite's LLM)"
 PROG = "qwen-audio"
 DEBUG_VARIABLE = "QWEN_AUDIO_DEBUG"  # set (not "0") to print the traceback of an unexpected error
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a program that SIGPIPE ended
@@ -591,7 +592,7 @@ def _common(p: argparse.ArgumentParser, chat: bool = True) -> None:
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
                    help="weights dtype (default: the checkpoint's)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    p.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="int8 or int4 weights on a CPU (a checkpoint's model)")
+    p.add_argument("--quantize", choices=QUANTIZE_CHOICES, help=QUANTIZE_HELP)
     if chat:
         p.add_argument("--system", default=DEFAULT_SYSTEM, help="system message (default: %(default)r)")
         p.add_argument("--raw", action="store_true", help="show timestamps as tokens (<|2.33|>), not seconds")
@@ -694,7 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
                        help="weights dtype (default: the checkpoint's)")
     serve.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    serve.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="int8 or int4 weights on a CPU (a checkpoint's model)")
+    serve.add_argument("--quantize", choices=QUANTIZE_CHOICES, help=QUANTIZE_HELP)
     serve.add_argument("-q", "--quiet", action="store_true", help="no loading messages or request lines")
     serve.set_defaults(run=cmd_serve)
     return parser

@@ -363,8 +363,11 @@ def test_the_llm_is_the_engines_qwen2_decoder(llm):
 
 
 def test_the_llm_in_int4(llm):
-    """`llm_quantize="int4"`: the GGUF's weights stored again in the project's int4 layers (the head in int8),
-    and the answer still knows its facts."""
+    """`load("lite", quantize="int4")` (the CLI's --quantize): the GGUF's weights stored again in the
+    project's int4 layers (the head in int8), and the answer still knows its facts."""
+    import qwen_audio
+
+    assert qwen_audio.load("lite", quantize="int4")[0].llm_quantize == "int4-64"  # the LLM loads when first asked
     from qwen_audio.lite.llm import SmolChat, load_gguf
     from qwen_audio.quantize import QuantEmbedding, QuantLinear
 

