@@ -88,28 +88,34 @@ def tokenizer_folders(tmp_path_factory):
     return legacy, written, reference
 
 
-@pytest.fixture(scope="session")
-def qwen2_audio_folder(tokenizer_folders, tmp_path_factory):
-    """A tiny random Qwen2-Audio-Instruct checkpoint as transformers writes it, with the tokenizer files
-    made from lite's GGUF (the real vocabulary: <|AUDIO|> is 151646), and transformers' model on it."""
+def qwen2_audio_checkpoint(folder: Path, tokenizer_folder: Path, *, seed: int, bias: float, audio: dict, text: dict):
+    """A random Qwen2-Audio-Instruct checkpoint as transformers writes it, with the tokenizer files made from
+    lite's GGUF (the real vocabulary: <|AUDIO|> is 151646); returns transformers' model on it."""
     import shutil
 
     transformers = pytest.importorskip("transformers", reason="the reference: pip install 'qwen-audio[test]'")
     from .synthetic import nonzero_biases
 
-    torch.manual_seed(7)
+    torch.manual_seed(seed)
     config = transformers.Qwen2AudioConfig(
-        audio_config=dict(num_mel_bins=128, d_model=32, encoder_layers=2, encoder_attention_heads=4,
-                          encoder_ffn_dim=64, max_source_positions=1500),
-        text_config=dict(vocab_size=151936, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=2048),
-        audio_token_index=151646)
+        audio_config=dict(num_mel_bins=128, max_source_positions=1500, **audio),
+        text_config=dict(vocab_size=151936, max_position_embeddings=2048, **text), audio_token_index=151646)
     reference = transformers.Qwen2AudioForConditionalGeneration(config).eval()
-    nonzero_biases(reference, 0.3)
-    folder = tmp_path_factory.mktemp("qwen2-audio-tiny")
+    nonzero_biases(reference, bias)
     reference.save_pretrained(folder)
-    for f in tokenizer_folders[1].iterdir():
+    for f in tokenizer_folder.iterdir():
         shutil.copy(f, folder / f.name)
+    return reference
+
+
+@pytest.fixture(scope="session")
+def qwen2_audio_folder(tokenizer_folders, tmp_path_factory):
+    """A tiny random Qwen2-Audio-Instruct checkpoint, and transformers' model on it."""
+    folder = tmp_path_factory.mktemp("qwen2-audio-tiny")
+    reference = qwen2_audio_checkpoint(
+        folder, tokenizer_folders[1], seed=7, bias=0.3,
+        audio=dict(d_model=32, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=64),
+        text=dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64))
     return folder, reference
 
 

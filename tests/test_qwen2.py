@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from qwen_audio.errors import CheckpointError, OptionError
 from qwen_audio.models.qwen2 import Qwen2Config, Qwen2LM, load_state
 
-from .conftest import QWEN2_AUDIO_TOKENS
+from .conftest import QWEN2_AUDIO_TOKENS, qwen2_audio_checkpoint
 from .synthetic import nonzero_biases
 
 transformers = pytest.importorskip("transformers", reason="the reference: pip install 'qwen-audio[test]'")
@@ -220,21 +220,11 @@ def test_qwen2_audio_chat_answers_as_transformers_generate(qwen2_audio_folder, t
 def wide_qwen2_audio(tokenizer_folders, tmp_path_factory):
     """A Qwen2-Audio checkpoint whose decoder layers the int4 kernel takes (out features multiples of 64),
     at the usual init scale, so activations are as in a trained model."""
-    import shutil
-
-    torch.manual_seed(3)
-    config = transformers.Qwen2AudioConfig(
-        audio_config=dict(num_mel_bins=128, d_model=64, encoder_layers=1, encoder_attention_heads=2,
-                          encoder_ffn_dim=128, max_source_positions=1500),
-        text_config=dict(vocab_size=151936, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, intermediate_size=256, max_position_embeddings=2048),
-        audio_token_index=151646)
-    reference = transformers.Qwen2AudioForConditionalGeneration(config).eval()
-    nonzero_biases(reference, 0.02)
     folder = tmp_path_factory.mktemp("qwen2-audio-wide")
-    reference.save_pretrained(folder)
-    for f in tokenizer_folders[1].iterdir():
-        shutil.copy(f, folder / f.name)
+    qwen2_audio_checkpoint(folder, tokenizer_folders[1], seed=3, bias=0.02,
+                           audio=dict(d_model=64, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=128),
+                           text=dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                     intermediate_size=256))
     return folder
 
 
