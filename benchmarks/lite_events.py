@@ -195,7 +195,7 @@ def compare_llms(names: list[str], max_new: int) -> None:
         t = time.perf_counter()
         model.llm()
         load_s = time.perf_counter() - t
-        dtype = next(model.llm().model.blocks[0].wq.parameters()).dtype
+        dtype = model.llm().model.dtype
         print(f"### {name}: load {load_s:.1f} s ({str(dtype).replace('torch.', '')} matrices)\n")
         ok = bad = 0
         rates = []
