@@ -14,6 +14,7 @@ import qwen_audio
 from qwen_audio.audio import SAMPLE_RATE
 from qwen_audio.engine import Engine, EngineConfig
 from qwen_audio.errors import OptionError
+from qwen_audio.messages import tutorial_conversation
 
 from .conftest import golden_query
 from .synthetic import synthetic_config, tone, write_checkpoint
@@ -145,7 +146,7 @@ def test_cancel_from_another_thread_ends_the_answer_at_the_next_step(ckpt):
     while model.engine.scheduler.steps < 2:  # the prompt is being read
         time.sleep(0.001)
     stream.cancel()
-    reader.join(10)
+    reader.join(60)
     assert not reader.is_alive()
     assert stream.history is None and stream.stats is None  # a cancelled answer is not a turn
     for _ in range(200):  # nothing is left running or waiting
@@ -246,3 +247,31 @@ print("left", flush=True)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[:2] == ["left", "running at exit: False"]
+
+
+def test_an_answer_closed_from_inside_a_step_ends_at_the_next_one(ckpt, monkeypatch):
+    """A stream's generator finalized on the thread running a step (the garbage collector can run it
+    there) closes its answer without waiting for itself; the next step retires it, the others go on."""
+    model, tok = qwen_audio.load(ckpt, dtype=torch.float32)
+    model.engine = Engine(model, EngineConfig(step_tokens=64))
+    cfg = model.options(do_sample=False, max_new_tokens=6)
+    engine = model.engine
+    p1 = engine.prepare(tok, tutorial_conversation("hello", [], "sys"), cfg)
+    p2 = engine.prepare(tok, tutorial_conversation("hi there", [], "sys"), cfg)
+    stop = engine.stop_ids(tok, cfg)
+    first, second = engine.tokens(p1, cfg, set()), engine.tokens(p2, cfg, stop)
+    real, closed = type(model).step, []
+
+    def step(*a):
+        if not closed:
+            closed.append(True)
+            second.close()  # as a finalizer inside the step would
+        return real(*a)
+
+    monkeypatch.setattr(type(model), "step", step)
+    done = []
+    reader = threading.Thread(target=lambda: done.append(list(first)))
+    reader.start()
+    reader.join(60)
+    assert not reader.is_alive() and len(done[0]) == 6  # no deadlock; the first answer is whole
+    assert second.seq.ended.is_set() and not any(e.busy for e in engine.prefixes.entries)

@@ -71,7 +71,9 @@ class Tokens:
     def close(self) -> None:
         self._done = True
         self.seq.closed.set()
-        while not self.seq.ended.is_set():
+        # Closed from inside a step (a finalizer run by the garbage collector on the thread running it):
+        # the next step retires it; waiting here would wait for this very thread.
+        while not self.seq.ended.is_set() and not self._scheduler.stepping_here():
             self._scheduler.drive(self.seq)
 
 
@@ -87,6 +89,7 @@ class Scheduler:
         self._lock = threading.Lock()  # guards `_waiting`
         self._stepping = threading.Lock()  # held by the reader running a step
         self._stepped = threading.Condition()  # notified when a step ends (and `_stepping` is free)
+        self._leader: int | None = None  # the thread running a step
         self.steps = 0  # forward passes run (for benchmarks and tests)
 
     def submit(self, seq: Sequence) -> None:
@@ -97,6 +100,8 @@ class Scheduler:
     def drive(self, seq: Sequence) -> None:
         """Run one step for every sequence, or wait for the step another reader is running; return at once
         if `seq` has output or has ended meanwhile."""
+        if self.stepping_here():
+            return  # called from inside a step (a finalizer): the step under way goes on
         with self._stepped:
             if not seq.out.empty() or seq.ended.is_set():
                 return
@@ -104,11 +109,17 @@ class Scheduler:
                 self._stepped.wait()
                 return
         try:
+            self._leader = threading.get_ident()
             self._turn()
         finally:
             with self._stepped:
+                self._leader = None
                 self._stepping.release()
                 self._stepped.notify_all()
+
+    def stepping_here(self) -> bool:
+        """Whether the calling thread is the one running a step."""
+        return self._leader == threading.get_ident()
 
     def shutdown(self) -> None:
         """End every answer now (at the end of the step under way, if any), handing its prefix back."""
