@@ -44,13 +44,13 @@ def _free_port() -> int:
 class Served:
     """A `qwen-audio serve` subprocess, logging to a file."""
 
-    def __init__(self, log: Path, *extra: str):
+    def __init__(self, log: Path, *extra: str, model: str = "lite"):
         self.port, self.log = _free_port(), log
         self.url = f"http://127.0.0.1:{self.port}"
         exe = Path(sys.executable).parent / "qwen-audio"
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "qwen_audio.cli"]
         self.out = log.open("wb")
-        self.proc = subprocess.Popen([*cmd, "serve", "--model", "lite", "--port", str(self.port), *extra],
+        self.proc = subprocess.Popen([*cmd, "serve", "--model", model, "--port", str(self.port), *extra],
                                      stdout=self.out, stderr=subprocess.STDOUT)
 
     def wait(self) -> "Served":
@@ -301,3 +301,31 @@ def test_api_error_then_key_and_recording(servers, browser, tmp_path):
     driver.find_element("id", "new").click()
     assert driver.find_elements("css selector", "#chat li, #pending li") == []
     assert driver.execute_script("return window.qwenAudioPage.history.length") == 0
+
+
+def test_the_page_talks_to_a_qwen2_audio_server(browser, qwen2_audio_folder, tmp_path):
+    """The same page against `qwen-audio serve --model <Qwen2-Audio folder>`: a clip and a question, with the
+    page's own temperature and max-tokens fields, get the library's greedy answer."""
+    import qwen_audio
+    from qwen_audio import Audio, Message, Text
+
+    folder = qwen2_audio_folder[0]
+    served = Served(tmp_path / "serve-qwen2.log", "--dtype", "float32", "--served-model-name", "qwen2",
+                    model=str(folder)).wait()
+    try:
+        driver = browser
+        _open(driver, served.url)
+        assert driver.find_element("id", "model").text == "qwen2"
+        for field, value in (("temperature", "0"), ("max-tokens", "8")):  # the options panel's fields
+            driver.execute_script("document.getElementById(arguments[0]).value = arguments[1]", field, value)
+        _upload(driver, CLIP)
+        answer = _ask(driver, "What does he say?")
+        assert answer.get_attribute("data-state") == "done", answer.text
+        model, _ = qwen_audio.load(folder, dtype="float32")
+        want = "".join(model.respond([Message("user", [Audio(CLIP.read_bytes()), Text("What does he say?")])],
+                                     do_sample=False, max_new_tokens=8))
+        assert answer.find_element("css selector", ".text").text == want.strip()
+        problems = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not problems, problems
+    finally:
+        served.stop()
