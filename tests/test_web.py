@@ -314,6 +314,7 @@ def test_the_page_talks_to_a_qwen2_audio_server(browser, qwen2_audio_folder, tmp
                     model=str(folder)).wait()
     try:
         driver = browser
+        driver.get_log("browser")  # what earlier tests left there (their deliberate 401s) is not this test's
         _open(driver, served.url)
         assert driver.find_element("id", "model").text == "qwen2"
         for field, value in (("temperature", "0"), ("max-tokens", "8")):  # the options panel's fields
