@@ -133,7 +133,9 @@ class Qwen2AudioEngine(Engine):
         return {tokenizer.special_id("<|im_end|>"), tokenizer.special_id("<|endoftext|>"), cfg.eos_token_id}
 
     def complete(self, *args, **kwargs):
-        raise OptionError("Qwen2-Audio's base-model task prompts are not supported yet")
+        # Engine.complete builds v1's raw task prompts; Qwen2-Audio's base prompts are text for its processor.
+        raise OptionError("Qwen2-Audio's base-model prompts go through its processor and generate: "
+                          "processor(text='<|audio_bos|><|AUDIO|><|audio_eos|>...', audio=[clip]), then model.generate")
 
 
 class Qwen2AudioChat(Backend):
