@@ -214,10 +214,16 @@ class PhoneticAligner:
 
     def align(self, samples: np.ndarray, tokens: list[str]) -> list[tuple[float, float]] | None:
         """(start s, end s) of each token in `samples` (times relative to it), or None on failure."""
+        found = self.align_scored(samples, tokens)
+        return found[0] if found is not None else None
+
+    def align_scored(self, samples: np.ndarray, tokens: list[str]) -> tuple[list[tuple[float, float]], float] | None:
+        """`align`'s times and how well the words fit the sound: pocketsphinx's path score as a probability
+        normalised by the frames, so two texts aligned to the same samples compare (higher fits better)."""
         with self._lock:
             return self._align(samples, tokens)
 
-    def _align(self, samples: np.ndarray, tokens: list[str]) -> list[tuple[float, float]] | None:
+    def _align(self, samples: np.ndarray, tokens: list[str]) -> tuple[list[tuple[float, float]], float] | None:
         if not tokens or any(self.pronounce(t) is None for t in tokens):
             return None
         d = self.decoder
@@ -230,7 +236,8 @@ class PhoneticAligner:
             d.start_utt()
             d.process_raw(pcm, full_utt=True)
             d.end_utt()
-            found = d.seg() if d.hyp() is not None else None
+            hyp = d.hyp()
+            found = d.seg() if hyp is not None else None
         except RuntimeError:
             return None
         if found is None:  # the search lost every path (the words don't fit the audio)
@@ -239,7 +246,7 @@ class PhoneticAligner:
         names = [re.sub(r"\(\d+\)$", "", s.word) for s in segs]
         if names != tokens:  # the search ran out of beam before the last word: no alignment
             return None
-        return [(s.start_frame / 100, (s.end_frame + 1) / 100) for s in segs]
+        return [(s.start_frame / 100, (s.end_frame + 1) / 100) for s in segs], hyp.score
 
 
 def _windows(samples: np.ndarray, words: Sequence, groups: Sequence[tuple[int, int]],

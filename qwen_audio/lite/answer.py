@@ -13,13 +13,16 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import intent as I
 from .asr import Hearing, Word, language_name
 from .events import TAGGER_PIP
 from .phrases import EN, ORDINALS, Phrases, for_question
 from .report import Report, Sound
+
+if TYPE_CHECKING:
+    from .soundalike import SoundMatch
 
 
 @dataclass
@@ -30,6 +33,8 @@ class Heard:
     count: int  # how many clips are in play
     hear: Callable[[str], Hearing]
     report: Callable[[], Report] | None = None
+    # where an English word missing from the transcript sounds as if said (`soundalike.find_by_sound`)
+    sounds_like: Callable[[str], "SoundMatch | None"] | None = None
 
     @property
     def label(self) -> str:
@@ -333,12 +338,18 @@ def normalise(text: str) -> str:
 
 
 def find_phrase(words: Sequence[Word], phrase: str, cutoff: float = 0.75) -> tuple[float, float] | None:
-    """(start, end) seconds of the run of `words` that best spells `phrase`, or None.
+    """(start, end) seconds of the run of `words` that best spells `phrase`, or None (see `find_run`)."""
+    run = find_run(words, phrase, cutoff)
+    return (words[run[0]].start, words[run[1] - 1].end) if run else None
+
+
+def find_run(words: Sequence[Word], phrase: str, cutoff: float = 0.75) -> tuple[int, int, float] | None:
+    """(first, last + 1, similarity) of the run of `words` that best spells `phrase`, or None.
 
     Both sides are compared in spoken form without spaces and punctuation, so "companion less"
     matches "companionless", "doctor" matches "Dr." and "nine" matches "9"; for text without
     spaces (Chinese), each word is matched by its characters. The best run of up to n+2 words wins
-    if its similarity ratio reaches `cutoff`.
+    if its similarity ratio reaches `cutoff` (1.0: spelled the same).
     """
     target = normalise(phrase)
     if not target or not words:
@@ -353,7 +364,7 @@ def find_phrase(words: Sequence[Word], phrase: str, cutoff: float = 0.75) -> tup
             got = "".join(keys[i: k + 1])
             score = 1.0 if got == target else difflib.SequenceMatcher(a=got, b=target).ratio()
             if score > best_score or (score == best_score == 1.0 and best is None):
-                best, best_score = (words[i].start, words[k].end), score
+                best, best_score = (i, k + 1, score), score
             if len(got) > 2 * len(target):
                 break
     return best
@@ -363,18 +374,31 @@ def ground(clips: Sequence[Heard], phrase: str, p: Phrases = EN) -> str:
     """'The word "X" starts at <|a|> seconds and ends at <|b|> seconds.'"""
     found = []
     for c in clips:
-        span = find_phrase(c.hear("transcribe").words, phrase)
-        if span:
-            found.append((c, span))
+        words = c.hear("transcribe").words
+        run = find_run(words, phrase)
+        if run:  # spelled alike; where it is not spelled the same, say what the transcript has there
+            i, k, score = run
+            note = "" if score == 1.0 else p.sp + p("heard_as", _heard_text(words[i:k]))
+            found.append((c, (words[i].start, words[k - 1].end), note))
     if not found:
         names = I.mentioned_sounds(phrase)
         if names:  # "find "glass breaking"": a sound, not a word
             return when(clips, phrase, p)
-        return p("word_missing", phrase, _says(clips, p))
+        # Not in the text: maybe Whisper misheard it. Look for it by its sound (English words only).
+        for c in clips:
+            match = c.sounds_like(phrase) if c.sounds_like is not None else None
+            if match is not None:
+                found.append((c, (match.start, match.end), p.sp + p("heard_as", match.heard)))
+        if not found:
+            return p("word_missing", phrase, _says(clips, p))
     out = []
-    for c, (a, b) in found:
-        out.append(_sentence(_where(c, len(clips), p) + p("word_span", phrase=phrase, a=ts(a), b=ts(b))))
+    for c, (a, b), note in found:
+        out.append(_sentence(_where(c, len(clips), p) + p("word_span", phrase=phrase, a=ts(a), b=ts(b))) + note)
     return p.sp.join(out)
+
+
+def _heard_text(words: Sequence[Word]) -> str:
+    return " ".join(w.text for w in words).strip(".,;:!?，。！？")
 
 
 def when(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:

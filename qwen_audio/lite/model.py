@@ -10,6 +10,7 @@ turns re-run nothing. Open questions go to the LLM, told the reports.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections import OrderedDict
 from typing import Callable
@@ -25,6 +26,7 @@ from .asr import Hearing, WhisperASR
 from .longform import transcribe_long
 from .phrases import for_question
 from .report import Report, make_report
+from .soundalike import SoundMatch, find_by_sound
 from .weights import LLMS
 
 LLM_HISTORY_TURNS = 2  # earlier turns shown to the LLM, as plain text
@@ -171,9 +173,10 @@ class LiteModel(Backend):
         question = plain_text(conversation.question.query)
         intent = I.route(question)
         picked = I.clip_refs(question, len(decoded)) if decoded else []
-        clips = [A.Heard(i, len(decoded), self._hearer(*decoded[i]), self._reporter(*decoded[i])) for i in picked]
-        if len(picked) == 1 and len(decoded) > 1:
-            clips = [A.Heard(0, 1, clips[0].hear, clips[0].report)]  # "the second audio": answer as for one clip
+        clips = [A.Heard(i, len(decoded), self._hearer(*decoded[i]), self._reporter(*decoded[i]),
+                         self._sound_finder(*decoded[i])) for i in picked]
+        if len(picked) == 1 and len(decoded) > 1:  # "the second audio": answer as for one clip
+            clips = [A.Heard(0, 1, clips[0].hear, clips[0].report, clips[0].sounds_like)]
         if intent.kind == I.OPEN:
             return (yield from self._open(conversation, question, clips, cfg, cancel))
         yield A.compose(intent, question, clips)
@@ -189,6 +192,16 @@ class LiteModel(Backend):
 
     def _reporter(self, audio: Audio, clip: Clip) -> Callable[[], Report]:
         return lambda: self.report(audio, clip)
+
+    def _sound_finder(self, audio: Audio, clip: Clip) -> Callable[[str], SoundMatch | None]:
+        def sounds_like(phrase: str) -> SoundMatch | None:
+            hearing = self.report(audio, clip).hearing
+            aligner = self.asr.phonetic_aligner()
+            if hearing.language != "en" or aligner is None or not re.search(r"[A-Za-z]", phrase):
+                return None  # the dictionary and acoustic model are English
+            return find_by_sound(clip.samples, hearing.words, phrase, aligner)
+
+        return sounds_like
 
     def _open(self, conversation: Conversation, question: str, clips: list[A.Heard], cfg: GenerationConfig,
               cancel) -> Pieces:
