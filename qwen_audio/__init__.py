@@ -8,7 +8,7 @@
 
 from .api import AutoModelForCausalLM, AutoProcessor, AutoTokenizer, QwenAudioForCausalLM, load
 from .audio import Clip, load_audio, load_clip
-from .backend import Backend, ChatStream, Segment, Transcript, TranscriptStream, TurnStats, Word
+from .backend import Backend, ChatStream, Segment, SoundEvent, Transcript, TranscriptStream, TurnStats, Word
 from .config import AudioConfig, ModelConfig
 from .engine import Engine, EngineConfig
 from .errors import (
@@ -42,6 +42,6 @@ __all__ = [
     "CheckpointError", "Clip", "DeviceError", "EmptyAudioError", "Engine", "EngineConfig", "GenerationConfig",
     "Message", "ModelConfig", "ModelNotFoundError", "NonFiniteError", "OptionError", "PromptError", "Qwen2AudioChat",
     "Qwen2AudioForConditionalGeneration", "Qwen2AudioProcessor", "QwenAudioError", "QwenAudioForCausalLM",
-    "QwenTokenizer", "Segment", "SlowPathWarning", "Text", "TokenizerError", "Transcript", "TranscriptStream",
+    "QwenTokenizer", "Segment", "SlowPathWarning", "SoundEvent", "Text", "TokenizerError", "Transcript", "TranscriptStream",
     "TurnStats", "Word", "load", "load_audio", "load_clip",
 ]

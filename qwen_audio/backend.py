@@ -5,8 +5,9 @@
     transcript = model.transcribe(tokenizer, "talk.mp3", timestamps=True)
 
 `Backend` implements the public methods once (argument checks, history copies, option validation,
-streams, timings); a backend supplies three primitives: `_answer`, `_answer_batch` and `_transcribe`.
-Nothing above this interface asks which backend it has.
+streams, timings); a backend supplies three primitives: `_answer`, `_answer_batch` and `_transcribe`,
+and may supply `_sound_events` (by default an OptionError: the model names no sounds). Nothing above
+this interface asks which backend it has: a capability a backend lacks is an OptionError when used.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Generator, Iterator, Sequence
 
 from .errors import PromptError
-from .messages import Conversation, Message, copy_history, structured_conversation, tutorial_conversation
+from .messages import Audio, Conversation, Message, copy_history, structured_conversation, tutorial_conversation
 from .options import GenerationConfig, OptionError
 from .tokenizer import DEFAULT_SYSTEM
 
@@ -305,6 +306,19 @@ class TranscriptStream:
         return self.transcript
 
 
+@dataclass(frozen=True)
+class SoundEvent:
+    """A named sound heard in a clip (breaking glass, laughter, a piano), over one stretch of time."""
+
+    label: str  # what is heard, as an answer names it: "breaking glass", "laughter", "piano"
+    start: float  # seconds from the start of the audio
+    end: float  # seconds, exclusive
+    score: float  # how sure the detector is (0-1), the same for every stretch of one sound
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def _progress_bar(total: float | None, enabled: bool):
     import sys
 
@@ -356,6 +370,12 @@ class Backend(ABC):
                     cfg: GenerationConfig) -> tuple[str, Iterator[Segment], Callable[[], float], float | None]:
         """Check `request` and open `source`, then return (language of the text, segment iterator,
         duration() once read, total seconds if known up front). The audio is read as it is transcribed."""
+
+    def _sound_events(self, audio: Audio) -> list[SoundEvent]:
+        """The named sounds in `audio`, in any order. By default none can be named: an OptionError,
+        raised before the audio is read."""
+        raise OptionError("this model does not report sound events (the lite backend does: "
+                          "qwen_audio.load(\"lite\"), or `qwen-audio serve --model lite`)")
 
     def concurrency(self) -> int:
         """How many answers are worth writing at once from threads of one process (batch runs and servers
@@ -452,6 +472,19 @@ class Backend(ABC):
         tokenizer = tokenizer if tokenizer is not None else self.default_tokenizer()
         out_language, segments, duration, total = self._transcribe(tokenizer, source, request, cfg)
         return TranscriptStream(out_language, segments, duration, total, progress)
+
+    # -- sound events --------------------------------------------------------------------------------
+
+    def sound_events(self, audio) -> list[SoundEvent]:
+        """The named sounds heard in `audio` (an `Audio`, or a path, bytes or array as `Audio` takes), each
+        stretch of each sound as one SoundEvent, in time order (the strongest first among those that start
+        together). A model that names no sounds raises OptionError before reading the audio; bad audio
+        raises the audio errors; a URL is a PromptError (nothing is fetched)."""
+        audio = audio if isinstance(audio, Audio) else Audio(audio)
+        if audio.is_url():
+            raise PromptError(f"audio {audio.label!r} is a URL: sound_events takes paths, bytes or arrays; "
+                              "fetching is the caller's decision")
+        return sorted(self._sound_events(audio), key=lambda e: (e.start, -e.score, e.end, e.label))
 
     def transcribe(self, tokenizer, source, *, language: str | None = None, timestamps: bool = False,
                    task: str = "transcribe", target: str | None = None, progress: bool = False,

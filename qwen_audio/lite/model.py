@@ -16,17 +16,19 @@ from collections import OrderedDict
 from typing import Callable
 
 from ..audio import Clip, ClipStore, source_key
-from ..backend import Backend, Pieces, StopAnswer, TurnStats
+from ..backend import Backend, Pieces, SoundEvent, StopAnswer, TurnStats
+from ..errors import OptionError
 from ..messages import Audio, Conversation, plain_text
 from ..options import GenerationConfig
 from ..tokenizer import extract_audio_urls, from_list_format
 from . import answer as A
 from . import intent as I
 from .asr import Hearing, WhisperASR
+from .events import TAGGER_PIP
 from .longform import transcribe_long
 from .phrases import for_question
 from .report import Report, make_report
-from .soundalike import SoundMatch, find_by_sound
+from .soundalike import SoundMatch, find_by_pinyin, find_by_sound
 from .weights import LLMS
 
 LLM_HISTORY_TURNS = 2  # earlier turns shown to the LLM, as plain text
@@ -86,8 +88,10 @@ class LiteModel(Backend):
     """Whisper base + silero VAD + YAMNet + (optionally) a small LLM behind the `Backend` API."""
 
     def __init__(self, asr: WhisperASR, llm_path: os.PathLike | None = None, *, tagger_path: os.PathLike | None = None,
-                 cache_size: int = 64, clip_bytes: int = 64 << 20, llm_dtype=None, llm_quantize=None):
+                 cache_size: int = 64, clip_bytes: int = 64 << 20, llm_dtype=None, llm_quantize=None,
+                 cpu_threads: int = 0):
         self.asr = asr
+        self.cpu_threads = cpu_threads  # the LLM's torch threads (0: torch's default); Whisper's are set in `asr`
         self.llm_path = llm_path  # GGUF file; loaded on the first open question
         self.llm_dtype = llm_dtype  # None: bfloat16 on CPUs with native bfloat16 (see llm.load_gguf)
         self.llm_quantize = llm_quantize  # None, "int8", "int4": how the LLM's weights are stored (llm.load_gguf)
@@ -147,6 +151,10 @@ class LiteModel(Backend):
                 if self._llm is None:
                     from .llm import SmolChat, load_gguf
 
+                    if self.cpu_threads:  # torch has one intra-op pool per process: lite sizes it as Whisper's
+                        import torch
+
+                        torch.set_num_threads(self.cpu_threads)
                     self._llm = SmolChat(*load_gguf(self.llm_path, self.llm_dtype, self.llm_quantize))
         return self._llm
 
@@ -196,6 +204,8 @@ class LiteModel(Backend):
     def _sound_finder(self, audio: Audio, clip: Clip) -> Callable[[str], SoundMatch | None]:
         def sounds_like(phrase: str) -> SoundMatch | None:
             hearing = self.report(audio, clip).hearing
+            if hearing.language == "zh":
+                return find_by_pinyin(hearing.words, phrase)
             aligner = self.asr.phonetic_aligner()
             if hearing.language != "en" or aligner is None or not re.search(r"[A-Za-z]", phrase):
                 return None  # the dictionary and acoustic model are English
@@ -221,7 +231,8 @@ class LiteModel(Backend):
         context = A.llm_context(clips, story=bool(opening))
         # The facts stay in English (what the models were measured with); a Chinese question adds one line
         # asking for a Chinese answer, so the answer follows the question rather than the English facts.
-        ask = question + p("reply_in")
+        rules = A.open_instructions(question, clips)
+        ask = question + (f"\n\n{rules}" if rules else "") + p("reply_in")
         messages.append(("user", f"{context}\n\n{ask}" if context else ask))
         from .llm import whole_sentences
 
@@ -235,3 +246,12 @@ class LiteModel(Backend):
         """Whisper over pause-cut windows of `source` (see `longform`): greedy, or with `do_sample` Whisper's
         temperature fallback; the other generation options do not apply to Whisper."""
         return transcribe_long(self.asr, source, request, greedy=not cfg.do_sample)
+
+    def _sound_events(self, audio: Audio) -> list[SoundEvent]:
+        """Each stretch of each sound, voice sound and instrument in the clip's `Report` (its first 30 s): the
+        report a question about the clip then reuses, made once per clip identity."""
+        if self.tagger_path is None:  # without YAMNet no sound is named: "none heard" would be a guess
+            raise OptionError(f"this lite model has no sound tagger installed, so it names no sounds: {TAGGER_PIP}")
+        report = self.report(audio, self.clips.clip(audio.source, audio.label))
+        return [SoundEvent(s.name, start, end, s.score)
+                for s in (*report.sounds, *report.vocal, *report.instruments) for start, end in s.spans]

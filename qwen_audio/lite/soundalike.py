@@ -1,5 +1,11 @@
 """Find a word Whisper misheard: by its sound in the transcript, then checked against the audio.
 
+Chinese (`find_by_pinyin`): Whisper often writes a homophone or near-homophone (你们是吧 for 你没事吧), so a
+word is looked for by its toneless pinyin (`pypinyin`'s dictionary) in the transcript's characters. There is no
+Chinese acoustic model to check it against, so only close matches count (most syllables the same).
+
+English:
+
 "Where is the word "amazon"?" on a clip Whisper wrote as "M&M rainforest" has no answer in the text. Two
 steps find it (English; pocketsphinx's dictionary and acoustic model, both inside its wheel):
 
@@ -153,3 +159,53 @@ def find_by_sound(samples: np.ndarray, words: Sequence[Word], phrase: str,
         text = " ".join(w.text for w in words[i:k]).strip(".,;:!?")
         best = SoundMatch(round(start, 2), round(end, 2), text, round(similarity, 3), round(fit, 4))
     return best
+
+
+PINYIN_MIN_SIMILARITY = 0.75  # mean per-syllable similarity: 没事 in 们是 (m-en/m-ei, shi) = 0.75
+
+
+def _syllable_similarity(a: str, b: str, initials: dict[str, str]) -> float:
+    """1 for the same toneless syllable, 0.5 when the initial or the final is the same, else 0."""
+    if a == b:
+        return 1.0
+    ia, ib = initials.get(a, ""), initials.get(b, "")
+    return 0.5 if ia == ib or a[len(ia):] == b[len(ib):] else 0.0
+
+
+def find_by_pinyin(words: Sequence[Word], phrase: str) -> SoundMatch | None:
+    """Where the Chinese `phrase` sounds as if said in the transcript `words` (their characters' pinyin), or None.
+
+    Each run of characters as long as the phrase is compared syllable by syllable; the best run at or above
+    `PINYIN_MIN_SIMILARITY` gives the span (characters share their word's time evenly). None without
+    `pypinyin` installed.
+    """
+    try:
+        from pypinyin import Style, lazy_pinyin
+    except ImportError:
+        return None
+    hanzi = [c for c in phrase if "\u4e00" <= c <= "\u9fff"]
+    if not hanzi or not words:
+        return None
+    target = lazy_pinyin("".join(hanzi))
+    # Each character with its time, shared out evenly within its word (Whisper's words are 1-3 characters).
+    chars = []
+    for w in words:
+        han = [c for c in w.text if "\u4e00" <= c <= "\u9fff"]
+        step = (w.end - w.start) / max(1, len(han))
+        chars += [(c, w.start + k * step, w.start + (k + 1) * step) for k, c in enumerate(han)]
+    if len(chars) < len(target):
+        return None
+    heard = lazy_pinyin("".join(c for c, _, _ in chars))
+    syllables = set(heard) | set(target)
+    initials = dict(zip(syllables, lazy_pinyin(list(syllables), style=Style.INITIALS, strict=False)))
+    best, best_score = None, PINYIN_MIN_SIMILARITY
+    for start in range(len(chars) - len(target) + 1):
+        run = heard[start: start + len(target)]
+        score = sum(_syllable_similarity(a, b, initials) for a, b in zip(target, run)) / len(target)
+        if score >= best_score and (best is None or score > best_score):
+            best, best_score = start, score
+    if best is None:
+        return None
+    run = chars[best: best + len(target)]
+    text = "".join(c for c, _, _ in run)
+    return SoundMatch(round(run[0][1], 2), round(run[-1][2], 2), text, round(best_score, 3), 0.0)

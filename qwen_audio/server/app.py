@@ -3,6 +3,7 @@
     POST /v1/chat/completions        messages with text, input_audio (base64) and (--allow-urls) audio_url parts
     POST /v1/audio/transcriptions    multipart: file, language, response_format, timestamp_granularities[], stream
     POST /v1/audio/translations      the same, into English
+    POST /v1/audio/events            multipart: file (and model): the named sounds in the clip, with times (not OpenAI's)
     GET  /v1/models, /health, /      the model, liveness, the web page
 
 Requests become the library's structured messages (text is only text) and run on worker threads
@@ -51,7 +52,7 @@ from ..transcribe import FORMATTERS
 from . import protocol as P
 from .fetch import fetch_audio
 from .origin import host_allowed, origin_allowed
-from .worker import Job, QueueFull, Worker
+from .worker import Computed, Job, QueueFull, Worker
 
 log = logging.getLogger("qwen_audio.server")
 _PART = re.compile(r"messages\[\d+\]\.content\[\d+\]|file(?=:)")  # how audio parts are named
@@ -397,10 +398,8 @@ class Server:
     async def translations(self, request: Request) -> Response:
         return await self.transcribe(request, "translate")
 
-    async def transcribe(self, request: Request, task: str) -> Response:
-        queued = time.monotonic()
-        deadline = queued + self.config.timeout_s
-        self.check_key(request)
+    async def upload(self, request: Request) -> tuple[bytes, dict[str, list[str]]]:
+        """(the bytes of the multipart `file` field, the other fields' text values by name)."""
         if _media_type(request) != "multipart/form-data":
             raise P.ApiError(415, "send multipart/form-data with a 'file' field", None, "invalid_content_type")
         async with request.form(max_files=1, max_fields=32) as form:
@@ -409,6 +408,13 @@ class Server:
                 raise P.ApiError(400, "the 'file' field with the audio is missing", "file", "missing_file")
             data = await upload.read()
             fields = {k: [v for v in form.getlist(k) if isinstance(v, str)] for k in form.keys() if k != "file"}
+        return data, fields
+
+    async def transcribe(self, request: Request, task: str) -> Response:
+        queued = time.monotonic()
+        deadline = queued + self.config.timeout_s
+        self.check_key(request)
+        data, fields = await self.upload(request)
         req = P.transcription_request(fields, task)
         self.check_model((fields.get("model") or [None])[-1])
         self.backend.options(**req.options)
@@ -429,6 +435,21 @@ class Server:
             return _json({"text": t.text})
         media = {"srt": "application/x-subrip", "vtt": "text/vtt"}.get(req.response_format, "text/plain")
         return PlainTextResponse(FORMATTERS[req.response_format](t), media_type=media)
+
+    async def sound_events(self, request: Request) -> Response:
+        """The named sounds in an uploaded clip, each stretch with its times (`Backend.sound_events`). A model
+        that names none is a 400 (an OptionError from the backend), found on a worker as any answer's errors."""
+        deadline = time.monotonic() + self.config.timeout_s
+        self.check_key(request)
+        data, fields = await self.upload(request)
+        P.events_request(fields)
+        self.check_model((fields.get("model") or [None])[-1])
+        await self.check_audio([(data, "file")], deadline)
+        audio = Audio(data, name="file")  # its errors then name the part: "file: cannot decode audio (...)"
+        job = self.submit(lambda: Computed(self.backend.sound_events(audio)))  # the tagger runs off the event loop
+        async for _ in await self.first(job, deadline, request):
+            pass
+        return _json(P.events_json(self.config.model_name, job.stream.value))
 
     async def transcript_events(self, job: Job, events) -> AsyncIterator[str]:
         texts = []
@@ -508,6 +529,7 @@ def create_app(backend: Backend, config: ServerConfig) -> Starlette:
         Route("/v1/chat/completions", server.chat, methods=["POST"]),
         Route("/v1/audio/transcriptions", server.transcriptions, methods=["POST"]),
         Route("/v1/audio/translations", server.translations, methods=["POST"]),
+        Route("/v1/audio/events", server.sound_events, methods=["POST"]),
     ]
     # The library's errors, the protocol's and a full queue are answered here; anything else reaches
     # Starlette's last-resort handler, which logs its traceback, after `handle` has answered.

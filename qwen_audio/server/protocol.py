@@ -321,3 +321,21 @@ def verbose_json(t, task: str, words: bool) -> dict:
     if words:
         out["words"] = [{"word": w.text, "start": w.start, "end": w.end} for s in t.segments for w in s.words]
     return out
+
+
+# ---- sound events ---------------------------------------------------------------------------------------------
+
+EVENT_FIELDS = ("model",)  # the form fields of /v1/audio/events besides `file`
+
+
+def events_request(fields: dict) -> None:
+    """Check the form fields of /v1/audio/events (all but `file`): a field it does not know is a 400, not ignored."""
+    for name in fields:
+        if name not in EVENT_FIELDS:
+            raise _bad(f"{show(name)} is not a field of /v1/audio/events; send 'file' (and 'model')", show(name)[1:-1],
+                       "unsupported_parameter")
+
+
+def events_json(model: str, events) -> dict:
+    """The answer of /v1/audio/events: each SoundEvent as {label, start, end, score}, in time order."""
+    return {"object": "audio.events", "model": model, "events": [e.to_dict() for e in events]}

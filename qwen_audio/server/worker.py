@@ -31,11 +31,27 @@ class QueueFull(Exception):
         self.retry_after, self.stopping = retry_after, stopping
 
 
+class Computed:
+    """A job's result made whole when the job starts (sound events): no items, nothing to end early."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __iter__(self):
+        return iter(())
+
+    def cancel(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass(eq=False)
 class Job:
     """A unit of work: `start()` (run on a worker thread) opens a stream to iterate; events go to `events`."""
 
-    start: Callable[[], Any]  # -> a ChatStream or TranscriptStream (iterable, with close())
+    start: Callable[[], Any]  # -> a ChatStream, TranscriptStream or Computed (iterable, with cancel() and close())
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)

@@ -1,0 +1,80 @@
+"""lite under background load: a first answer's time while other processes keep the cores busy.
+
+    python benchmarks/lite_load.py [--busy 0 2] [--threads 2 1 0] [--tokens 32]
+
+For each number of busy background processes (pure Python loops, one core each) and each `cpu_threads`
+setting (0 = lite's default: the cores free when it loads), a fresh process loads lite, answers a
+transcription of the tutorial's 5.9 s English clip (Whisper, YAMNet, alignment) and then an open question
+on the glass clip (the LLM's load and `--tokens` new tokens), and prints the seconds of each. Each run gets
+`--limit` seconds (a run past it prints ">limit"). Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import AUDIO, machine  # noqa: E402
+
+CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from qwen_audio.lite import load_lite
+threads, tokens, audio = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+model, tok = load_lite(cpu_threads=threads, llm="qwen2.5-0.5b")
+out = {"load": time.perf_counter() - t0, "threads": model.cpu_threads}
+t = time.perf_counter()
+model.chat(tok, tok.from_list_format([{"audio": f"{audio}/1272-128104-0000.flac"}, {"text": "What does the speaker say?"}]),
+           history=None)
+out["transcript"] = time.perf_counter() - t
+t = time.perf_counter()
+model.chat(tok, tok.from_list_format([{"audio": f"{audio}/glass-breaking-151256.mp3"},
+                                      {"text": "What is that sound? What should I do?"}]),
+           history=None, max_new_tokens=tokens)
+out["open"] = time.perf_counter() - t
+print(json.dumps(out))
+"""
+
+
+def run(busy: int, threads: int, tokens: int, limit: float) -> str:
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    try:
+        time.sleep(2.0 if busy else 0.0)  # let the load show in /proc/stat before lite sizes its threads
+        t = time.perf_counter()
+        try:
+            done = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(tokens), str(AUDIO)],
+                                  capture_output=True, text=True, timeout=limit, cwd=Path(__file__).parents[1])
+        except subprocess.TimeoutExpired:
+            return f"busy {busy} | cpu_threads {threads} | >{limit:.0f} s"
+        if done.returncode:
+            return f"busy {busy} | cpu_threads {threads} | failed: {done.stderr.strip().splitlines()[-1:]}"
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        return (f"busy {busy} | cpu_threads {threads} (used {r['threads']}) | load {r['load']:.1f} s | "
+                f"transcript {r['transcript']:.1f} s | open answer {r['open']:.1f} s | whole {time.perf_counter() - t:.1f} s")
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--busy", type=int, nargs="+", default=[0, 2])
+    ap.add_argument("--threads", type=int, nargs="+", default=[2, 1, 0])
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--limit", type=float, default=300.0)
+    args = ap.parse_args()
+    print(f"machine: {machine()}")
+    for busy in args.busy:
+        for threads in args.threads:
+            print(run(busy, threads, args.tokens, args.limit), flush=True)
+
+
+if __name__ == "__main__":
+    main()
