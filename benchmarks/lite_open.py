@@ -7,8 +7,9 @@ For each LLM x quantization x prompt, every question is asked in a fresh convers
 part of the answer (after lite's lead line) is judged: each `must` pattern matches, no `must_not` or global
 pattern does, and a Chinese question gets a mostly Chinese answer. Printed: each question's verdict with the
 reason and the answer's start, the pass share per kind and overall, the LLM's tokens/s, and the time from the
-lead line to the LLM's first words (median, first question excluded: it loads the LLM). `plain` is the prompt
-without `answer.GROUNDING` (before it was added). Nothing is asserted.
+lead line to the LLM's first words (median, first question excluded: it loads the LLM). `plain` is lite's prompt;
+`grounded` adds `TRIED_RULES` after the question; `--context heard` puts the facts as the user telling what they
+hear instead of an analyser's report. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from benchmarks.common import AUDIO, machine  # noqa: E402
 from benchmarks.open_questions import GLOBAL_MUST_NOT, QUESTIONS, OpenQuestion  # noqa: E402
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
+# The rules `--prompt grounded` tells the LLM after an open question (lite's default, `answer.GROUNDING`, is none).
+TRIED_RULES = ("Answer the question using the facts above. The sounds happened around the listener: advice is "
+               "about that situation, not about audio files or software. If the facts cannot tell something "
+               "(a name, an age, a place), say that it cannot be known from the audio.")
 
 
 def make_mixes(folder: Path) -> dict[str, str]:
@@ -74,7 +79,7 @@ def run(llm: str, quantize: str | None, prompt: str, context: str, max_new: int,
     from qwen_audio.lite import load_lite
 
     grounding, style = A.GROUNDING, A.CONTEXT_STYLE
-    A.GROUNDING, A.CONTEXT_STYLE = (grounding if prompt == "grounded" else ""), context
+    A.GROUNDING, A.CONTEXT_STYLE = (TRIED_RULES if prompt == "grounded" else ""), context
     try:
         model, tok = load_lite(llm=llm, quantize=quantize, reload=True)
         print(f"\n## {llm}, {quantize or 'bf16/f32'} weights, {prompt} prompt, {context} context\n")
@@ -117,7 +122,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llm", nargs="+", default=["qwen2.5-0.5b"])
     ap.add_argument("--quantize", nargs="+", default=["none"])
-    ap.add_argument("--prompt", nargs="+", default=["grounded"], choices=["grounded", "plain"])
+    ap.add_argument("--prompt", nargs="+", default=["plain"], choices=["plain", "grounded"])
     ap.add_argument("--context", nargs="+", default=["analyser"], choices=["analyser", "heard"])
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--only", type=int, nargs="*", default=[])

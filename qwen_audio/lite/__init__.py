@@ -47,9 +47,10 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
     compute_type: CTranslate2's ("int8", "float32", ...).
     device: None, "auto" or "cpu" (the lite model runs on the CPU); dtype: None or "auto" (its
     precision is fixed: int8 Whisper and YAMNet; the LLM in bfloat16 where the CPU has it, else float32).
-    Anything else is a DeviceError. quantize: None, "int8" or "int4": the LLM's weights stored in the
-    project's int8/int4 layers (smaller and faster to decode; see `benchmarks/lite_llm.py`; Whisper is
-    int8 already). An unknown value is an OptionError here, not at the first open question.
+    Anything else is a DeviceError. quantize: "int8" or "int4": the LLM's weights stored in the project's
+    int8/int4 layers (smaller and faster to decode; see `benchmarks/lite_llm.py`; Whisper is int8 already);
+    "none": as dequantized from the GGUF (bfloat16 or float32); None: the LLM's measured default (int4 for
+    the 1.5B, none for the others). An unknown value is an OptionError here, not at the first open question.
     Raises ModelNotFoundError when no Whisper weights are found, ImportError without the extras.
     """
     if device is not None and str(device).split(":")[0] not in ("cpu", "auto"):
@@ -57,7 +58,7 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
     if dtype is not None and dtype != "auto":
         raise DeviceError(f"the lite backend's precision is fixed (int8 Whisper, a CPU-chosen LLM dtype): pass dtype=None, "
                           f"not {dtype!r}")
-    if quantize is not None:
+    if quantize is not None and quantize != "none":
         from ..quantize import Quantization
 
         quantize = Quantization.parse(quantize).name  # checked now: the LLM loads on the first open question
@@ -75,7 +76,7 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
             raise ImportError(f"the lite backend needs its extras: pip install 'qwen-audio[lite]' ({e})") from e
         from .asr import WhisperASR
         from .events import resolve_tagger
-        from .weights import resolve_llm, resolve_whisper
+        from .weights import resolve_llm, resolve_whisper, source_of
 
         folder = resolve_whisper(whisper_path, allow_download=allow_download)
         threads = cpu_threads or free_cores()
@@ -91,6 +92,12 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
             tagger = resolve_tagger(tagger_path)
         except ImportError:
             tagger = None  # answers say that naming sounds needs it
-        pair = (LiteModel(asr, gguf_file, tagger_path=tagger, llm_quantize=quantize, cpu_threads=threads), LiteTokenizer())
+        if quantize is None:  # the LLM's own default: int4 for the 1.5B (the speed that makes it usable)
+            src = source_of(gguf_file) if gguf_file is not None else None
+            llm_quantize = src.quantize if src is not None else None
+        else:
+            llm_quantize = None if quantize == "none" else quantize
+        pair = (LiteModel(asr, gguf_file, tagger_path=tagger, llm_quantize=llm_quantize, cpu_threads=threads),
+                LiteTokenizer())
         _LOADED[key] = pair
         return pair

