@@ -231,6 +231,8 @@ def main() -> None:
     ap.add_argument("--llms", default="qwen2.5-0.5b,qwen2.5-1.5b,smollm2-135m")
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--no-llm", action="store_true")
+    ap.add_argument("--llm", default="auto", help="the LLM of the scenarios (auto: lite's default, the 1.5B in int4)")
+    ap.add_argument("--no-compare", action="store_true", help="skip the per-LLM comparison")
     ap.add_argument("--labelled-only", action="store_true", help="only the labelled sets (rendered and recorded)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -238,7 +240,7 @@ def main() -> None:
 
     print(f"# lite events benchmark\n\n* machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}")
     t = time.perf_counter()
-    model, tok = load_lite(llm=False if args.no_llm else "qwen2.5-0.5b")
+    model, tok = load_lite(llm=False if args.no_llm else args.llm)
     print(f"* load_lite (Whisper; YAMNet and the LLM load on first use): {time.perf_counter() - t:.2f} s")
     t = time.perf_counter()
     model.tagger()
@@ -249,7 +251,7 @@ def main() -> None:
     routing()
     ten_second_latency(model, tok)
     scenarios(model, tok, args.max_new_tokens)
-    if not args.no_llm:
+    if not args.no_llm and not args.no_compare:
         compare_llms([n for n in args.llms.split(",") if n], args.max_new_tokens)
     print(f"\n* load average at end {os.getloadavg()[0]:.2f}")
 

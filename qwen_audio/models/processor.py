@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -121,6 +122,75 @@ class Qwen2AudioProcessor:
                     for c in (conversation if batched else [conversation])]
         out = [self.encode(t) for t in rendered] if tokenize else rendered
         return out if batched else out[0]
+
+    def chat_ids(self, messages: Sequence[tuple[str, str | Sequence[str | int]]], add_generation_prompt: bool = True,
+                 ) -> list[int]:
+        """The prompt ids of `messages` ((role, content) pairs; a clip in the content is its number of features)
+        through this checkpoint's own template, as `processor(apply_chat_template(...))` gives them, with text
+        kept as data: each text part enters the template as a unique placeholder, so only the template's own
+        characters can become control tokens, and a typed `<|im_end|>` stays characters. (A template that
+        transforms the text itself, e.g. `| trim`, would transform the placeholder instead.)"""
+        if self.chat_template is None:
+            raise CheckpointError("this checkpoint has no chat template: write the prompt text yourself")
+        nonce = secrets.token_hex(8)
+        marker = re.compile(f"\ue000{nonce}(\\d+)\ue001")
+        texts: list[str] = []
+        counts: list[int] = []
+
+        def placeholder(text: str) -> str:
+            texts.append(text)
+            return f"\ue000{nonce}{len(texts) - 1}\ue001"
+
+        conversation = []
+        for role, content in messages:
+            parts = [content] if isinstance(content, str) else list(content)
+            if len(parts) == 1 and isinstance(parts[0], str):  # text alone: a string, as the model card writes it
+                conversation.append({"role": role, "content": placeholder(parts[0])})
+                continue
+            items = []
+            for part in parts:
+                if isinstance(part, str):
+                    items.append({"type": "text", "text": placeholder(part)})
+                else:
+                    counts.append(int(part))
+                    items.append({"type": "audio", "audio_url": f"clip {len(counts)}"})
+            conversation.append({"role": role, "content": items})
+        rendered = _render(self.chat_template, conversation, add_generation_prompt, self.special_tokens)
+        # Runs of text (template and data alike) between the template's control tokens, as the processor's
+        # tokenizer sees them; only the template's stretches are searched for control tokens.
+        items: list[str | int] = []
+        at = 0
+        for m in [*marker.finditer(rendered), None]:
+            end = m.start() if m is not None else len(rendered)
+            cut = 0
+            template_text = rendered[at:end]
+            for c in self._controls.finditer(template_text) if self._controls else ():
+                items += [template_text[cut:c.start()], self.tokenizer.vocab[c.group()]]
+                cut = c.end()
+            items.append(template_text[cut:])
+            if m is not None:
+                items.append(texts[int(m.group(1))])
+                at = m.end()
+        ids: list[int] = []
+        run = ""
+        clips = iter(counts)
+        for item in [*items, None]:
+            if isinstance(item, str):
+                run += item
+                continue
+            if run:
+                ids += self.tokenizer.encode(run)
+                run = ""
+            if item == self.audio_token_id:
+                n = next(clips, None)
+                if n is None:
+                    raise PromptError("the chat template wrote more <|AUDIO|> tokens than the conversation has clips")
+                ids += [item] * n
+            elif item is not None:
+                ids.append(item)
+        if next(clips, None) is not None:
+            raise PromptError("the chat template wrote fewer <|AUDIO|> tokens than the conversation has clips")
+        return ids
 
     # -- prompt ids and features ----------------------------------------------------------------------------
 

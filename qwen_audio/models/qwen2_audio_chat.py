@@ -30,7 +30,7 @@ from ..transcribe import open_windows, stitch
 from ..weights import load_weights, save_quantized, saved_quantization
 from .bpe import BpeTokenizer
 from .processor import Qwen2AudioProcessor, audio_runs
-from .qwen2_audio import Qwen2AudioLM, audio_frames, chat_ids, feature_lengths, layout, log_mel
+from .qwen2_audio import DEFAULT_SYSTEM, Qwen2AudioLM, audio_frames, chat_ids, feature_lengths, layout, log_mel
 
 DEFAULT_MODEL = "Qwen/Qwen2-Audio-7B-Instruct"
 
@@ -43,6 +43,9 @@ class Qwen2AudioEngine(Engine):
     over the whole window (so features depend on the clip alone and are kept by the clip)."""
 
     DROPS_LAST_AT_LENGTH = False  # transformers' generate keeps every token
+    # The checkpoint's processor, whose chat template writes the prompts (set by `Qwen2AudioChat.from_pretrained`);
+    # None, or a checkpoint without a template (the base model): the Instruct template's structure (`chat_ids`).
+    processor: Qwen2AudioProcessor | None = None
 
     def prepare(self, tokenizer: BpeTokenizer, conversation: Conversation, cfg: GenerationConfig) -> Prepared:
         self._check_weights()
@@ -58,12 +61,16 @@ class Qwen2AudioEngine(Engine):
                     out.append(self.span(part))
             return out
 
-        messages = [("system", content(conversation.system))] if conversation.system else []
+        # No system message of the caller's (the API fills in the default): the template writes its own default.
+        own_system = conversation.system and conversation.system != (Text(DEFAULT_SYSTEM),)
+        messages = [("system", content(conversation.system))] if own_system else []
         for turn in conversation.turns:
             messages.append(("user", content(turn.query)))
             if turn.response is not None:
                 messages.append(("assistant", content(turn.response)))
-        ids, limit = chat_ids(tokenizer, messages), self.model.config.max_position_embeddings
+        template = self.processor is not None and self.processor.chat_template is not None
+        ids = self.processor.chat_ids(messages) if template else chat_ids(tokenizer, messages)
+        limit = self.model.config.max_position_embeddings
         if len(ids) >= limit:
             raise PromptError(f"the prompt is {len(ids)} tokens, longer than the model's window of {limit}")
         feats = [self.features_of(a) for a in clips]
@@ -180,6 +187,7 @@ class Qwen2AudioChat(Backend):
         generation_config, end_ids = _generation_config(folder, tokenizer)
         chat = cls(model.eval(), tokenizer, generation_config, engine)
         chat.end_ids, chat.processor = end_ids, Qwen2AudioProcessor.from_pretrained(folder)
+        chat.engine.processor = chat.processor
         chat.quantization, chat.name_or_path = quantization or saved_quantization(folder), folder
         return chat
 
