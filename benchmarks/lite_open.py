@@ -8,8 +8,7 @@ part of the answer (after lite's lead line) is judged: each `must` pattern match
 pattern does, and a Chinese question gets a mostly Chinese answer. Printed: each question's verdict with the
 reason and the answer's start, the pass share per kind and overall, the LLM's tokens/s, and the time from the
 lead line to the LLM's first words (median, first question excluded: it loads the LLM). `plain` is lite's prompt;
-`grounded` adds `TRIED_RULES` after the question; `--context heard` puts the facts as the user telling what they
-hear instead of an analyser's report. Nothing is asserted.
+`grounded` adds `TRIED_RULES` after the question. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -73,16 +72,15 @@ def judge(q: OpenQuestion, text: str) -> str:
     return ""
 
 
-def run(llm: str, quantize: str | None, prompt: str, context: str, max_new: int, only: list[int],
-        mixes: dict[str, str]) -> None:
+def run(llm: str, quantize: str | None, prompt: str, max_new: int, only: list[int], mixes: dict[str, str]) -> None:
     from qwen_audio.lite import answer as A
     from qwen_audio.lite import load_lite
 
-    grounding, style = A.GROUNDING, A.CONTEXT_STYLE
-    A.GROUNDING, A.CONTEXT_STYLE = (TRIED_RULES if prompt == "grounded" else ""), context
+    grounding = A.GROUNDING
+    A.GROUNDING = TRIED_RULES if prompt == "grounded" else ""
     try:
         model, tok = load_lite(llm=llm, quantize=quantize, reload=True)
-        print(f"\n## {llm}, {quantize or 'bf16/f32'} weights, {prompt} prompt, {context} context\n")
+        print(f"\n## {llm}, {quantize or 'bf16/f32'} weights, {prompt} prompt\n")
         print("| # | kind | question | verdict | answer (LLM part, start) |\n| --- | --- | --- | --- | --- |")
         verdicts, firsts, rates = {}, [], []
         for n, q in enumerate(QUESTIONS):
@@ -115,7 +113,7 @@ def run(llm: str, quantize: str | None, prompt: str, context: str, max_new: int,
         if rates:
             print(f"* LLM decode: median {statistics.median(rates):.1f} tokens/s")
     finally:
-        A.GROUNDING, A.CONTEXT_STYLE = grounding, style
+        A.GROUNDING = grounding
 
 
 def main() -> None:
@@ -123,7 +121,6 @@ def main() -> None:
     ap.add_argument("--llm", nargs="+", default=["qwen2.5-0.5b"])
     ap.add_argument("--quantize", nargs="+", default=["none"])
     ap.add_argument("--prompt", nargs="+", default=["plain"], choices=["plain", "grounded"])
-    ap.add_argument("--context", nargs="+", default=["analyser"], choices=["analyser", "heard"])
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--only", type=int, nargs="*", default=[])
     args = ap.parse_args()
@@ -133,9 +130,7 @@ def main() -> None:
         for llm in args.llm:
             for quantize in args.quantize:
                 for prompt in args.prompt:
-                    for context in args.context:
-                        run(llm, None if quantize == "none" else quantize, prompt, context, args.max_new_tokens,
-                            args.only, mixes)
+                    run(llm, None if quantize == "none" else quantize, prompt, args.max_new_tokens, args.only, mixes)
 
 
 if __name__ == "__main__":

@@ -53,4 +53,7 @@ def test_a_few_words_where_the_tagger_hears_no_speech_are_not_speech():
     assert talk.has_speech and talk.hearing.text == "Thank you."
     long = (*words, Word("very", 0.6, 0.8, 0.9), Word("much.", 0.8, 1.0, 0.9))
     many = report(tags(8, {SPEECH: [0.01] * 8}), Hearing("transcribe", "Thank you very much.", "en", 0.9, long))
-    assert many.has_speech  # more than a few words are not taken for a hallucination
+    assert many.has_speech  # more than a few words Whisper is sure of are not taken for a hallucination
+    unsure = tuple(Word(w.text, w.start, w.end, 0.2) for w in long)
+    doubt = report(tags(8, {SPEECH: [0.01] * 8}), Hearing("transcribe", "Thank you very much.", "en", 0.9, unsure))
+    assert not doubt.has_speech

@@ -206,3 +206,21 @@ def test_a_story_from_several_clips_tells_the_llm_what_is_heard_in_order(lite):
         glass_first = clips[0] is glass
         assert ("breaking glass" in first) == glass_first and ("breaking glass" in second) != glass_first, user
         assert ("你没事吧" in second) == glass_first, user
+
+
+def test_questions_for_unknowable_facts_are_answered_without_the_llm(lite):
+    """Asked for a pianist's name or where a clip was recorded, lite says that the sound cannot tell (the 1.5B
+    answered "John Doe ... New York City", even when told it could not know); other questions reach the LLM."""
+    from qwen_audio.lite import LiteModel
+
+    model, tok = lite
+    piano = {"audio": clip("music.wav")}
+    fake = LiteModel(model.asr, "fake.gguf", tagger_path=model.tagger_path)
+    fake._llm = Recorder()
+    r, _ = fake.chat(tok, tok.from_list_format([piano, {"text": "What is the name of the pianist, and in which city "
+                                                                "was this recorded?"}]))
+    assert fake._llm.messages is None and "piano" in r and "cannot be told from the sound" in r, r
+    r, _ = fake.chat(tok, tok.from_list_format([piano, {"text": "这首曲子是在哪里录的？"}]))
+    assert fake._llm.messages is None and "无法判断" in r, r
+    fake.chat(tok, tok.from_list_format([piano, {"text": "Recommend three similar pieces of music."}]))
+    assert fake._llm.messages is not None

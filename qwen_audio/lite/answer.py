@@ -632,14 +632,23 @@ def llm_context(clips: Sequence[Heard], story: bool = False) -> str:
     if story and len(clips) > 1:
         events = "\n".join(f"{i + 1}. {what_phrase(c.rep)}" for i, c in enumerate(clips))
         return "These are heard, in this order (from an audio analyser):\n" + events
-    if CONTEXT_STYLE == "heard":  # the user tells what they hear, as they would to a person
-        if len(clips) == 1:
-            return "I hear this around me: " + report_lines(clips[0], name="").removeprefix(": ")
-        return f"I hear {len(clips)} things around me.\n" + "\n".join(report_lines(c) for c in clips)
     return "The audio clips contain the following (from an audio analyser):\n" + "\n".join(report_lines(c) for c in clips)
 
 
-CONTEXT_STYLE = "analyser"  # how the facts are put to the LLM (benchmarks/lite_open.py --context)
+# Questions for what no analyser can know unless it is said: who plays or speaks, where or when it was recorded,
+# contact details. The 1.5B answered "What is the name of the pianist, and in which city was this recorded?" with
+# "John Doe ... New York City", and still did when the prompt said such things cannot be told: lite answers these
+# itself (`phrases` "unknowable").
+_UNKNOWABLE = re.compile(
+    r"\b(?:(?:what is )?the name of the|who (?:is|was) (?:the )?(?:playing|singing|pianist|player|singer|"
+    r"performer|composer|band)|which (?:city|country|place|studio|year|venue)|where (?:was|is) (?:this|it) recorded|"
+    r"when was (?:this|it) recorded|phone number|e-?mail address|home address)\b|是谁(?:弹|唱|演奏)|在哪里录|哪一年录|"
+    r"电话号码|地址", re.I)
+
+
+def unknowable(question: str) -> bool:
+    """Whether `question` asks who plays or speaks, where or when a clip was recorded, or contact details."""
+    return bool(_UNKNOWABLE.search(question))
 
 
 def answer_opening(question: str, clips: Sequence[Heard]) -> str:

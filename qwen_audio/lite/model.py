@@ -184,6 +184,10 @@ class LiteModel(Backend):
                          self._sound_finder(*decoded[i])) for i in picked]
         if len(picked) == 1 and len(decoded) > 1:  # "the second audio": answer as for one clip
             clips = [A.Heard(0, 1, clips[0].hear, clips[0].report, clips[0].sounds_like)]
+        if clips and A.unknowable(question):  # who plays, where it was recorded: the LLM invents such things
+            p = for_question(question)
+            yield A.lead(clips, p) + "\n" + p("unknowable")
+            return TurnStats(0, 0, 0, "stop")
         if intent.kind == I.OPEN:
             return (yield from self._open(conversation, question, clips, cfg, cancel))
         yield A.compose(intent, question, clips)

@@ -138,6 +138,8 @@ EN = Phrases("en", {
     "translation_sep": "; ",
     "word_missing": 'I can\'t find the word "{0}" in the speech; {1}.',
     "heard_as": 'The transcript has "{0}" there.',
+    "unknowable": ("Who is playing or speaking, and where or when it was recorded, cannot be told from the sound "
+                   "itself: only what is said in it can tell that."),
     "word_span": 'the word "{phrase}" starts at {a} seconds and ends at {b} seconds.',
     "words_span": 'the words "{phrase}" start at {a} seconds and end at {b} seconds.',
     "not_hearing": "I don't hear {names}; {it} is {what}.",
@@ -310,6 +312,7 @@ ZH = Phrases("zh", {
     "translation_sep": "；",
     "word_missing": '语音中找不到"{0}"；{1}。',
     "heard_as": '转写里这里是"{0}"。',
+    "unknowable": "是谁在演奏或说话、在哪里或什么时候录制的，单凭声音无法判断：只有音频里说到的内容才能说明。",
     "word_span": '"{phrase}"开始于{a}秒，结束于{b}秒。',
     "words_span": '"{phrase}"开始于{a}秒，结束于{b}秒。',
     "not_hearing": "没有听到{names}；{it}是{what}。",

@@ -158,7 +158,8 @@ GROUPS: list[tuple[str, str, tuple[int, ...]]] = [
 _CHILDREN = {"an animal": {"a dog barking", "a cat", "birdsong", "a rooster and chickens", "ducks or geese", "cattle",
                            "a horse", "sheep or goats", "a pig", "a lion's roar", "frogs", "insects"}}
 NO_SPEECH_SCORE = 0.05  # YAMNet's mean speech score below which ...
-HALLUCINATION_WORDS = 3  # ... a transcript this short is taken for Whisper's (recorded animals: 0.00-0.05)
+HALLUCINATION_WORDS = 3  # ... a transcript this short is taken for Whisper's (recorded animals: 0.00-0.05),
+HALLUCINATION_PROB = 0.5  # ... as is one whose words Whisper gives this mean probability or less
 SPEECH_CLASSES = (0, 1, 2, 3, 4, 5)
 MUSIC = 132
 SILENCE = 494
@@ -278,8 +279,10 @@ def make_report(samples: np.ndarray, hearing: Hearing, tags: Tags, tagged: bool 
     probs = tags.probs
     duration = len(samples) / SAMPLE_RATE
     speech = float(probs[:, list(SPEECH_CLASSES)].max(axis=1).mean()) if len(probs) else 0.0
-    if tagged and speech < NO_SPEECH_SCORE and 0 < len(hearing.words) <= HALLUCINATION_WORDS:
-        # Whisper's "Thank you." in a pig's grunt: a few words where the tagger hears no speech at all.
+    words = hearing.words
+    if tagged and speech < NO_SPEECH_SCORE and words and (
+            len(words) <= HALLUCINATION_WORDS or float(np.mean([w.prob for w in words])) < HALLUCINATION_PROB):
+        # Whisper's "Thank you." in a pig's grunt: a few words, or unsure ones, where the tagger hears no speech.
         hearing = replace(hearing, text="", language=None, language_prob=0.0, words=(), raw_words=(), segments=())
     rms = float(np.sqrt(np.mean(np.asarray(samples, np.float64) ** 2))) if len(samples) else 0.0
     loud = round(20 * np.log10(max(rms, 1e-9)), 1)
