@@ -29,7 +29,7 @@ from benchmarks.common import AUDIO, machine  # noqa: E402
 from benchmarks.open_questions import GLOBAL_MUST_NOT, QUESTIONS, OpenQuestion  # noqa: E402
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
-# The rules `--prompt grounded` tells the LLM after an open question (lite's default, `answer.GROUNDING`, is none).
+# The rules `--prompt grounded` tells the LLM after an open question (lite tells none).
 TRIED_RULES = ("Answer the question using the facts above. The sounds happened around the listener: advice is "
                "about that situation, not about audio files or software. If the facts cannot tell something "
                "(a name, an age, a place), say that it cannot be known from the audio.")
@@ -73,11 +73,22 @@ def judge(q: OpenQuestion, text: str) -> str:
 
 
 def run(llm: str, quantize: str | None, prompt: str, max_new: int, only: list[int], mixes: dict[str, str]) -> None:
-    from qwen_audio.lite import answer as A
     from qwen_audio.lite import load_lite
+    from qwen_audio.lite.llm import SmolChat
 
-    grounding = A.GROUNDING
-    A.GROUNDING = TRIED_RULES if prompt == "grounded" else ""
+    real_answer = SmolChat.answer
+
+    def with_rules(self, messages, cfg, opening="", cancel=None):
+        """lite's prompt with `TRIED_RULES` after the question (before a Chinese question's reply line), not
+        for stories, as they were measured."""
+        if not opening:
+            role, text = messages[-1]
+            head, zh, tail = text.rpartition("\n请用中文回答。")
+            messages = [*messages[:-1], (role, f"{head}\n\n{TRIED_RULES}{zh}" if zh else f"{text}\n\n{TRIED_RULES}")]
+        return real_answer(self, messages, cfg, opening, cancel)
+
+    if prompt == "grounded":
+        SmolChat.answer = with_rules
     try:
         model, tok = load_lite(llm=llm, quantize=quantize, reload=True)
         print(f"\n## {llm}, {quantize or 'bf16/f32'} weights, {prompt} prompt\n")
@@ -113,7 +124,7 @@ def run(llm: str, quantize: str | None, prompt: str, max_new: int, only: list[in
         if rates:
             print(f"* LLM decode: median {statistics.median(rates):.1f} tokens/s")
     finally:
-        A.GROUNDING = grounding
+        SmolChat.answer = real_answer
 
 
 def main() -> None:

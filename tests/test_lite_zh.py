@@ -175,16 +175,12 @@ def test_open_questions_ask_the_llm_for_the_question_language(lite):
     fake._llm = Recorder()
     r, _ = fake.chat(tok, tok.from_list_format([glass, {"text": "请根据这段音频给我一些安全建议。"}]))
     assert r.startswith("这段音频是玻璃破碎的声音。\n"), r
-    from qwen_audio.lite.answer import GROUNDING
-
-    rules = f"\n\n{GROUNDING}" if GROUNDING else ""  # the instructions after an open question (not a story)
     user = fake._llm.messages[-1][1]
-    assert user.endswith(f"请根据这段音频给我一些安全建议。{rules}\n请用中文回答。") and "breaking glass" in user, user
+    assert user.endswith("请根据这段音频给我一些安全建议。\n请用中文回答。") and "breaking glass" in user, user
     r2, _ = fake.chat(tok, tok.from_list_format([glass, {"text": "根据这段音频写一个故事"}]))
     assert "根据这段音频，可以写出这样一个故事：\n" in r2, r2
-    assert not GROUNDING or GROUNDING not in fake._llm.messages[-1][1]  # a story is not held to the rules
     fake.chat(tok, tok.from_list_format([glass, {"text": "Please give me some handling suggestions."}]))
-    assert fake._llm.messages[-1][1].endswith(f"\n\nPlease give me some handling suggestions.{rules}"), fake._llm.messages
+    assert fake._llm.messages[-1][1].endswith("\n\nPlease give me some handling suggestions."), fake._llm.messages
     bare = LiteModel(model.asr, None)  # no LLM: the refusal is in the question's language too
     r3, _ = bare.chat(tok, tok.from_list_format([glass, {"text": "请根据这段音频给我一些安全建议。"}]))
     assert "开放式问题需要" in r3 and "pip install" in r3, r3

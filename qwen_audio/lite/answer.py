@@ -661,20 +661,6 @@ def answer_opening(question: str, clips: Sequence[Heard]) -> str:
     return p("story", which)
 
 
-# Rules told after an open question (not a story); none by default. Measured (benchmarks/lite_open.py, 32
-# questions): rules that the sounds happened around the listener, that advice is about that situation and that
-# what the facts cannot tell is unknown (`lite_open.TRIED_RULES`) cut the passes from 15 to 13 (0.5B) and from
-# 22 to 18 (1.5B int4): the models echoed them ("The sound happened around the listener: ...") or answered in
-# one line, and the longer prompt delayed the 1.5B's first words from 0.47 s to 1.76 s (median).
-GROUNDING = ""
-
-
-def open_instructions(question: str, clips: Sequence[Heard]) -> str:
-    """What the LLM is told after an open question about clips: `GROUNDING`, except for stories (which the
-    tutorial's opening starts, and which such rules made the models refuse)."""
-    return GROUNDING if clips and not answer_opening(question, clips) else ""
-
-
 NO_AUDIO = EN("no_audio")
 
 
