@@ -378,7 +378,7 @@ def ground(clips: Sequence[Heard], phrase: str, p: Phrases = EN) -> str:
         run = find_run(words, phrase)
         if run:  # spelled alike; where it is not spelled the same, say what the transcript has there
             i, k, score = run
-            note = "" if score == 1.0 else p.sp + p("heard_as", _heard_text(words[i:k]))
+            note = "" if score == 1.0 else p.sp + p("heard_as", heard_text(words[i:k]))
             found.append((c, (words[i].start, words[k - 1].end), note))
     if not found:
         names = I.mentioned_sounds(phrase)
@@ -397,7 +397,8 @@ def ground(clips: Sequence[Heard], phrase: str, p: Phrases = EN) -> str:
     return p.sp.join(out)
 
 
-def _heard_text(words: Sequence[Word]) -> str:
+def heard_text(words: Sequence[Word]) -> str:
+    """The words as the transcript wrote them, without the run's outer punctuation ("classes," -> "classes")."""
     return " ".join(w.text for w in words).strip(".,;:!?，。！？")
 
 

@@ -14,8 +14,8 @@ steps find it (English; pocketsphinx's dictionary and acoustic model, both insid
 2. The check in the sound: the words around a candidate are force-aligned twice, as heard and with the
    candidate replaced by the asked word. A word that was really said fits the sound about as well as
    what Whisper wrote (on the tutorial's "middle classes", "glasses" fits 0.01 worse and "castles" 0.02;
-   unrelated words 0.06-0.26 worse), so a candidate within `FIT_MARGIN` is taken, and the asked word's own
-   aligned times give the span.
+   unrelated words 0.06-0.26 worse), so a candidate within `FIT_MARGIN` is taken if the asked word also fits
+   clearly better than decoy words put in its place; the asked word's own aligned times give the span.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from .align import PhoneticAligner, tokens_of
-from .answer import spoken
+from .answer import heard_text, spoken
 from .asr import Word
 
 VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
@@ -102,9 +102,14 @@ def phones(aligner: PhoneticAligner, tokens: Sequence[str]) -> list[str] | None:
     return out
 
 
+def _tokens(text: str) -> list[str]:
+    """Dictionary-style tokens of text as spoken: "M&M" -> ["m", "and", "m"], "Dr." -> ["doctor"]."""
+    return [t for w in spoken(text) for t in tokens_of(w)]
+
+
 def candidates(words: Sequence[Word], target: Sequence[str], aligner: PhoneticAligner) -> list[tuple[int, int, float]]:
     """[(first, last + 1, similarity)] of the transcript runs that sound most like `target` (phones), best first."""
-    per_word = [phones(aligner, spoken(w.text)) or [] for w in words]
+    per_word = [phones(aligner, _tokens(w.text)) or [] for w in words]
     found = []
     for i in range(len(words)):
         run: list[str] = []
@@ -130,7 +135,7 @@ def find_by_sound(samples: np.ndarray, words: Sequence[Word], phrase: str,
     samples: float32 [n] at 16 kHz, the clip the words' times refer to. None when no run of words sounds
     like it or none fits the audio within `FIT_MARGIN` (less for runs that sound less alike).
     """
-    asked = [t for w in spoken(phrase) for t in tokens_of(w)]
+    asked = _tokens(phrase)
     target = phones(aligner, asked) if asked else None
     if not target or not words:
         return None
@@ -141,7 +146,7 @@ def find_by_sound(samples: np.ndarray, words: Sequence[Word], phrase: str,
         lo, hi = max(0, i - CONTEXT_WORDS), min(len(words), k + CONTEXT_WORDS)
         a = max(0, int((words[lo].start - PAD_S) * SAMPLE_RATE))
         b = min(len(samples), int((words[hi - 1].end + PAD_S) * SAMPLE_RATE))
-        heard = [[t for w in spoken(x.text) for t in tokens_of(w)] for x in words[lo:hi]]
+        heard = [_tokens(x.text) for x in words[lo:hi]]
         before = [t for toks in heard[: i - lo] for t in toks]
         after = [t for toks in heard[k - lo:] for t in toks]
         as_heard = aligner.align_scored(samples[a:b], [t for toks in heard for t in toks])
@@ -156,8 +161,7 @@ def find_by_sound(samples: np.ndarray, words: Sequence[Word], phrase: str,
             continue
         times = as_asked[0][len(before): len(before) + len(asked)]
         start, end = times[0][0] + a / SAMPLE_RATE, times[-1][1] + a / SAMPLE_RATE
-        text = " ".join(w.text for w in words[i:k]).strip(".,;:!?")
-        best = SoundMatch(round(start, 2), round(end, 2), text, round(similarity, 3), round(fit, 4))
+        best = SoundMatch(round(start, 2), round(end, 2), heard_text(words[i:k]), round(similarity, 3), round(fit, 4))
     return best
 
 

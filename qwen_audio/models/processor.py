@@ -29,7 +29,7 @@ from ..audio import SAMPLE_RATE
 from ..errors import AudioError, CheckpointError, PromptError
 from ..hub import resolve_checkpoint
 from .bpe import BpeTokenizer
-from .qwen2_audio import N_SAMPLES, feature_lengths, log_mel
+from .qwen2_audio import N_SAMPLES, encode_items, feature_lengths, log_mel
 
 AUDIO_TOKEN = "<|AUDIO|>"
 
@@ -171,26 +171,12 @@ class Qwen2AudioProcessor:
             if m is not None:
                 items.append(texts[int(m.group(1))])
                 at = m.end()
-        ids: list[int] = []
-        run = ""
-        clips = iter(counts)
-        for item in [*items, None]:
-            if isinstance(item, str):
-                run += item
-                continue
-            if run:
-                ids += self.tokenizer.encode(run)
-                run = ""
-            if item == self.audio_token_id:
-                n = next(clips, None)
-                if n is None:
-                    raise PromptError("the chat template wrote more <|AUDIO|> tokens than the conversation has clips")
-                ids += [item] * n
-            elif item is not None:
-                ids.append(item)
-        if next(clips, None) is not None:
-            raise PromptError("the chat template wrote fewer <|AUDIO|> tokens than the conversation has clips")
-        return ids
+        if items.count(self.audio_token_id) != len(counts):
+            raise PromptError(f"the chat template wrote {items.count(self.audio_token_id)} <|AUDIO|> tokens for "
+                              f"{len(counts)} clip(s)")
+        clips = iter(counts)  # each clip's one <|AUDIO|> becomes its features' count of them, as the processor's
+        items = [x for item in items for x in ([item] * next(clips) if item == self.audio_token_id else [item])]
+        return encode_items(self.tokenizer, items)
 
     # -- prompt ids and features ----------------------------------------------------------------------------
 

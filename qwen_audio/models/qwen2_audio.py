@@ -291,7 +291,14 @@ def chat_ids(tokenizer: BpeTokenizer, messages: Sequence[tuple[str, Content]], a
         items += [ctl["<|im_end|>"], "\n"]
     if add_generation_prompt:
         items += [ctl["<|im_start|>"], "assistant\n"]
-    ids, text = [], ""
+    return encode_items(tokenizer, items)
+
+
+def encode_items(tokenizer: BpeTokenizer, items: Sequence[str | int]) -> list[int]:
+    """Ids of text runs and control ids: the text between two control ids is encoded as one run (as a tokenizer
+    that splits at control tokens sees it), never searched for control tokens itself."""
+    ids: list[int] = []
+    text = ""
     for item in [*items, None]:
         if isinstance(item, str):
             text += item
