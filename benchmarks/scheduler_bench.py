@@ -11,6 +11,14 @@ The same load with `max_batch=1` (one answer per forward pass, as before the sch
 Then: a long prompt (`--long-tokens` tokens of text) is submitted, and while it is being read a short
 question is asked; its time to first text is compared with the same question alone and with one step's
 time (the step budget, `step_tokens` prompt tokens per forward pass).
+
+Then, in the first mode, memory: `--memory-clients` clients at once on a key/value budget of
+`--budget-answers` whole answers (prompt plus `--max-new` columns), each answer allowed `--max-new` tokens
+and stopped after `--new-tokens` (as a stop string or a closed stream stops it). Caches reserved whole at
+admission (`grow_tokens` = `--max-new`, the scheduler's old admission) against caches that grow as answers
+write (the default `grow_tokens`); then answers read to `--max-new` on the same budget, where growing
+caches must preempt: answers at once, preemptions, output tokens/s, and whether every answer equals the
+one written with room for all.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from common import machine, random_checkpoint
 import qwen_audio
 from qwen_audio.config import PRESETS
 from qwen_audio.engine import Engine, EngineConfig
+from qwen_audio.messages import tutorial_conversation
+from qwen_audio.tokenizer import DEFAULT_SYSTEM
 
 
 def build(layers: int) -> Path:
@@ -88,6 +98,55 @@ def long_and_short(model, tok, long_tokens: int, new_tokens: int) -> dict:
             "step_s": long_first / max(1, -(-n_long // model.engine.config.step_tokens)), "steps": steps}
 
 
+def memory_level(model, tok, clients: int, read: int, max_new: int, grow: int, kv_columns: int) -> dict:
+    """`clients` answers at once on a budget of `kv_columns` cache columns, each stopped after `read` tokens."""
+    model.engine = engine = Engine(model, EngineConfig(kv_bytes=kv_columns * model.engine.column_bytes(),
+                                                       grow_tokens=grow))
+    cfg = model.options(do_sample=False, max_new_tokens=max_new)
+    prepared = [engine.prepare(tok, tutorial_conversation(f"Client {i}: tell a story about {i * 7919}.", [],
+                                                          DEFAULT_SYSTEM), cfg) for i in range(clients)]
+    answers, firsts = [None] * clients, [0.0] * clients
+    t = time.perf_counter()
+
+    def client(i: int) -> None:
+        tokens, out = engine.tokens(prepared[i], cfg, set()), []
+        for token in tokens:
+            if not out:
+                firsts[i] = time.perf_counter() - t
+            out.append(token)
+            if len(out) == read:
+                break
+        tokens.close()
+        answers[i] = out
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t
+    return {"answers": answers, "tokens_s": sum(map(len, answers)) / wall, "peak": engine.scheduler.peak_running,
+            "preemptions": engine.scheduler.preemptions, "first_p50": sorted(firsts)[clients // 2],
+            "prompt": len(prepared[0].ids)}
+
+
+def memory(model, tok, clients: int, stop_after: int, max_new: int, budget_answers: int) -> None:
+    prompt = memory_level(model, tok, 1, 2, 4, 4, 4096)["prompt"]  # warm, and the prompt's length
+    columns = budget_answers * (prompt + max_new)
+    print(f"\nmemory: {clients} clients at once, a budget of {columns} cache columns ({budget_answers} whole answers "
+          f"of a {prompt}-token prompt and {max_new} new tokens), greedy")
+    print("| answers | caches | answers at once (peak) | preemptions | output tokens/s | first token p50 s | "
+          "answers equal |")
+    print("|---|---|---|---|---|---|---|")
+    for read in (stop_after, max_new):
+        roomy = memory_level(model, tok, clients, read, max_new, max_new, clients * (prompt + max_new))["answers"]
+        for name, grow in (("reserved whole at admission", max_new), ("growing", EngineConfig.grow_tokens)):
+            r = memory_level(model, tok, clients, read, max_new, grow, columns)
+            same = sum(a == b for a, b in zip(r["answers"], roomy))
+            print(f"| stopped after {read} | {name} (grow_tokens={grow}) | {r['peak']} | {r['preemptions']} | "
+                  f"{r['tokens_s']:.1f} | {r['first_p50']:.2f} | {same}/{clients} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=4)
@@ -96,15 +155,20 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--long-tokens", type=int, default=4096)
     ap.add_argument("--step-tokens", type=int, default=EngineConfig.step_tokens)
+    ap.add_argument("--memory-clients", type=int, default=16)
+    ap.add_argument("--max-new", type=int, default=256)
+    ap.add_argument("--budget-answers", type=int, default=4)
     args = ap.parse_args()
     folder = build(args.layers)
     levels = [int(c) for c in args.clients.split(",")]
     print(f"machine: {machine()}")
     print(f"model: the 7B's width, {args.layers} decoder layers, random weights; {args.new_tokens} new tokens a "
           f"client; step budget {args.step_tokens} tokens")
-    for mode in args.modes.split(","):
+    for i, mode in enumerate(args.modes.split(",")):
         quantize = None if mode == "bf16" else mode
         model, tok = qwen_audio.load(folder, dtype=torch.bfloat16, quantize=quantize)
+        if i == 0 and args.memory_clients:
+            memory(model, tok, args.memory_clients, args.new_tokens, args.max_new, args.budget_answers)
         rows = []
         for max_batch in (1, 16):
             model.engine = Engine(model, EngineConfig(max_batch=max_batch, step_tokens=args.step_tokens))

@@ -94,6 +94,26 @@ def test_golden_answers_under_load_equal_the_goldens(tiny, goldens):
     assert model.engine.scheduler.steps - steps0 < turns * GREEDY["max_new_tokens"]  # steps were shared
 
 
+def test_golden_answers_equal_the_goldens_when_caches_are_preempted(tiny, goldens):
+    """The goldens' first questions as one batch, on a budget that holds the first two prompts (177 and 238
+    tokens, clips and all) and 10 more columns, caches growing 2 columns at a time: as the two answers grow,
+    the second is preempted, waits, and is read again; every answer is the golden, word for word."""
+    model, tok = tiny
+    saved = model.engine
+    chats = goldens[0]["chat"]
+    queries = [golden_query(tok, c["turns"][0]["items"]) for c in chats]
+    lengths = [len(saved.prepare(tok, tutorial_conversation(q, [], qwen_audio.tokenizer.DEFAULT_SYSTEM),
+                                 model.options(**GREEDY)).ids) for q in queries]
+    model.engine = Engine(model, EngineConfig(kv_bytes=(lengths[0] + lengths[1] + 10) * saved.column_bytes(),
+                                              grow_tokens=2, reuse=False))
+    try:
+        got = [r for r, _ in model.chat_batch(tok, queries, None, **GREEDY)]
+        assert got == [c["turns"][0]["greedy_response"] for c in chats]
+        assert model.engine.scheduler.preemptions > 0 and model.engine.scheduler.peak_running >= 2
+    finally:
+        model.engine = saved
+
+
 @pytest.mark.parametrize("step_tokens", [17, 64])
 def test_prompts_read_in_small_chunks_give_the_golden_answers(tiny, goldens, step_tokens):
     """A 750-token clip span read 17 tokens at a time: the greedy answers are the goldens' (their smallest
@@ -191,6 +211,77 @@ def test_admission_waits_for_memory_and_every_answer_completes(ckpt):
     assert peak[0] == 1  # never two at once: their caches together exceed the budget
 
 
+def run_at_once(model, tok, questions: list[str], **options) -> list[str]:
+    """Each question from a thread of its own, all at once; the answers in order."""
+    answers: list = [None] * len(questions)
+
+    def run(i):
+        answers[i] = model.chat(tok, questions[i], None, **options)[0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(questions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers
+
+
+@pytest.mark.parametrize("options", [dict(do_sample=False, max_new_tokens=24),
+                                     dict(do_sample=True, top_k=5, top_p=0.9, seed=7, max_new_tokens=24)])
+def test_caches_grow_as_answers_write_and_preempted_answers_go_on_unchanged(ckpt, options):
+    """Caches start at prompt + 4 columns and grow by 4; the budget holds two answers' prompts but not their
+    whole answers, so the answers that joined last are preempted, wait, and are read again: every answer
+    (greedy, and sampled with a seed) is the one it is alone, and no cache is left checked out."""
+    model, tok = qwen_audio.load(ckpt, dtype=torch.float32)
+    questions = [f"question number {i}" for i in range(4)]
+    alone = [qwen_audio.load(ckpt, dtype=torch.float32)[0].chat(tok, q, None, **options)[0] for q in questions]
+    prompt = len(model.engine.prepare(tok, tutorial_conversation(questions[0], [], qwen_audio.tokenizer.DEFAULT_SYSTEM),
+                                      model.options(**options)).ids)
+    column = model.engine.column_bytes()
+    budget = (2 * (prompt + 4) + 8) * column  # two answers join; both cannot reach their 24 new tokens
+    model.engine = Engine(model, EngineConfig(kv_bytes=budget, grow_tokens=4))
+    assert run_at_once(model, tok, questions, **options) == alone
+    scheduler = model.engine.scheduler
+    assert scheduler.peak_running >= 2 and scheduler.preemptions > 0
+    assert not any(p.busy for p in model.engine.prefixes.entries)
+    assert model.engine.prefixes.nbytes <= budget
+
+
+def test_reserving_whole_answers_admits_fewer_than_growing_caches(ckpt):
+    """With `grow_tokens` as large as the answers, each answer holds its whole cache from the start (the
+    scheduler's old admission): the same budget runs one answer at a time, and nothing is preempted."""
+    model, tok = qwen_audio.load(ckpt, dtype=torch.float32)
+    options = dict(do_sample=False, max_new_tokens=24)
+    questions = [f"question number {i}" for i in range(3)]
+    prompt = len(model.engine.prepare(tok, tutorial_conversation(questions[0], [], qwen_audio.tokenizer.DEFAULT_SYSTEM),
+                                      model.options(**options)).ids)
+    budget = (prompt + 24 + prompt + 4) * model.engine.column_bytes()
+    peaks = []
+    for grow in (24, 4):
+        model.engine = Engine(model, EngineConfig(kv_bytes=budget, grow_tokens=grow))
+        run_at_once(model, tok, questions, **options)
+        peaks.append((model.engine.scheduler.peak_running, model.engine.scheduler.preemptions))
+    assert peaks[0] == (1, 0)
+    assert peaks[1][0] >= 2
+
+
+def test_closing_an_answer_with_unread_ids_and_no_other_reader_ends_it(ckpt):
+    """One reader's steps write the other answer's ids too; closing that answer with its ids unread, when
+    no one else is reading, runs the step that retires it (it used to wait for a reader that never came)."""
+    model, tok = qwen_audio.load(ckpt, dtype=torch.float32)
+    engine = model.engine
+    cfgs = [model.options(do_sample=False, max_new_tokens=n) for n in (60, 30)]
+    first, second = (engine.tokens(engine.prepare(tok, tutorial_conversation(q, [], "sys"), cfg), cfg, set())
+                     for q, cfg in zip(("hello", "hi there"), cfgs))
+    assert len(list(second)) == 30
+    assert not first.seq.out.empty() and not first.seq.ended.is_set()
+    closer = threading.Thread(target=first.close)
+    closer.start()
+    closer.join(30)
+    assert not closer.is_alive() and first.seq.ended.is_set()
+    assert not any(p.busy for p in engine.prefixes.entries)
+
+
 def test_a_failed_step_fails_its_answers_and_the_next_ones_run(ckpt, monkeypatch):
     model, tok = qwen_audio.load(ckpt, dtype=torch.float32)
     expected = model.chat(tok, "hello", None, **GREEDY)[0]
@@ -228,6 +319,8 @@ def test_engine_config_is_checked():
         EngineConfig(step_tokens=8, max_batch=8)
     with pytest.raises(OptionError, match="max_batch"):
         EngineConfig(max_batch=0)
+    with pytest.raises(OptionError, match="grow_tokens"):
+        EngineConfig(grow_tokens=0)
 
 
 def test_a_process_that_exits_mid_answer_stops_the_scheduler_first(ckpt, tmp_path):

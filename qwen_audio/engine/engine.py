@@ -50,9 +50,10 @@ class EngineConfig:
     cuda_graphs: bool = True  # on a CUDA device, replay an answer's decode steps as a CUDA graph while it runs alone
     step_tokens: int = 256  # tokens per forward pass: every decoding answer's next one, then prompt chunks
     max_batch: int = 16  # answers written at once; more wait their turn
+    grow_tokens: int = 128  # cache columns an answer takes past what it knows, at admission and each time it fills them
 
     def __post_init__(self):
-        for name in ("kv_bytes", "feature_bytes", "clip_bytes", "step_tokens", "max_batch"):
+        for name in ("kv_bytes", "feature_bytes", "clip_bytes", "step_tokens", "max_batch", "grow_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise OptionError(f"EngineConfig.{name} must be a positive integer, got {value!r}")
@@ -204,14 +205,22 @@ class Engine:
 
     # -- the prefix pool, for the scheduler -----------------------------------------------------------------
 
-    def checkout(self, p: Prepared, keep: bool) -> tuple[Prefix, int]:
-        """A cache for the answer to `p` and how many of its leading columns already hold `p`'s keys."""
+    def checkout(self, p: Prepared, ids: list[int], columns: int, keep: bool) -> tuple[Prefix, int]:
+        """A cache of at least `columns` columns for an answer to `p` that knows `ids` (its prompt, and the
+        answer so far when it is read again after a preemption), and how many leading columns already hold
+        the keys of `ids`."""
         with self._lock:
-            prefix, n = self.prefixes.checkout(p.ids, p.spans, p.alpha, len(p.ids) + p.max_new_tokens, self._epoch,
+            prefix, n = self.prefixes.checkout(ids, p.spans, p.alpha, columns, self._epoch,
                                                lambda cap: self.model.new_cache(1, cap), self.column_bytes(),
                                                self.config.reuse and keep)
-            self.prefixes.begin(prefix, n, p.ids, p.spans, p.alpha)
+            self.prefixes.begin(prefix, n, ids, p.spans, p.alpha)
         return prefix, n
+
+    def grow(self, prefix: Prefix, columns: int) -> None:
+        """Make `prefix`'s cache hold `columns` columns, dropping idle prefixes first to stay in the budget."""
+        with self._lock:
+            self.prefixes.make_room(max(0, columns - prefix.cache.capacity) * self.column_bytes(), keep=None)
+        prefix.cache.grow(columns)
 
     def checkin(self, prefix: Prefix, ids: list[int], spans: list[Span], keep: bool) -> None:
         """Hand `prefix` back holding the keys of `ids` (kept for later prompts if `keep` and still valid)."""

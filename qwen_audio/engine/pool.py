@@ -104,7 +104,7 @@ class PrefixPool:
             best.busy = True
             best.cache.grow(capacity)
             return best, n
-        self._make_room(capacity * column_bytes, keep=best)
+        self.make_room(capacity * column_bytes, keep=best)
         prefix = Prefix(new_cache(capacity), list(ids[:n]), [sp for sp in spans if sp[1] < n], alpha, epoch)
         if best is not None:
             prefix.cache.copy_prefix(best.cache, n)
@@ -118,7 +118,7 @@ class PrefixPool:
         prefix.tick = self._tick
         if not keep:
             self._drop(prefix)
-        self._make_room(0, keep=None)
+        self.make_room(0, keep=None)
 
     def begin(self, prefix: Prefix, n: int, ids: list[int], spans: list[Span], alpha: float) -> None:
         """Record, as the answer starts, that only the first `n` columns are known (the rest will be written)."""
@@ -131,7 +131,8 @@ class PrefixPool:
     def _drop(self, prefix: Prefix) -> None:
         self.entries = [p for p in self.entries if p is not prefix]
 
-    def _make_room(self, need: int, keep: Prefix | None) -> None:
+    def make_room(self, need: int, keep: Prefix | None) -> None:
+        """Drop the least recently used idle prefixes (not `keep`) until `need` more bytes fit the budget."""
         total = self.nbytes
         for p in sorted(self.entries, key=lambda p: p.tick):
             if total + need <= self.max_bytes:

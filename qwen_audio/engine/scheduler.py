@@ -6,11 +6,16 @@ join and leave between steps (continuous batching, chunked prefill). A decode st
 once whatever the rows, so rows are nearly free on a CPU and a GPU alike; a bounded prompt chunk keeps
 a step short, so a long prompt never holds another answer's next token for long.
 
-Admission is by memory: a sequence reserves the cache columns of its whole answer (prompt plus
-`max_new_tokens`) when it joins, from the prefix pool's budget, so a running answer never runs out;
-the first waiting sequence joins when that fits, or when nothing else runs. Audio work (decoding,
-the encoder) is done by the caller's thread before a sequence is submitted, never inside a step.
-Cancellation (`Sequence.cancel`, `Tokens.close`) takes effect at the next step boundary.
+Admission is by memory, from the prefix pool's budget (`kv_bytes`): a sequence joins with cache columns
+for its prompt and `grow_tokens` more, when that fits beside the running ones (or when nothing else runs),
+and its cache grows by `grow_tokens` columns each time it fills them, so an answer holds what it writes,
+not what `max_new_tokens` would allow. When a cache cannot grow within the budget, the answers that joined
+last are preempted: each hands its cache back to the pool (as an idle prefix, dropped first if room is
+needed) and waits at the head of the queue; when it joins again it reads its prompt and its answer so far
+once more (from the pool's copy where that survived) and goes on from its last token, so nothing runs out
+of memory and no answer is lost. Audio work (decoding, the encoder) is done by the caller's thread before a
+sequence is submitted, never inside a step. Cancellation (`Sequence.cancel`, `Tokens.close`) takes effect
+at the next step boundary.
 
 No thread of its own: a reader waiting for its answer's next token runs the next step itself, for every
 sequence, unless another reader is running one (then it waits for that step to end). One user's answer
@@ -74,7 +79,7 @@ class Tokens:
         # Closed from inside a step (a finalizer run by the garbage collector on the thread running it):
         # the next step retires it; waiting here would wait for this very thread.
         while not self.seq.ended.is_set() and not self._scheduler.stepping_here():
-            self._scheduler.drive(self.seq)
+            self._scheduler.drive(self.seq, until_ended=True)  # unread ids may wait in `out`: step on
 
 
 class Scheduler:
@@ -91,19 +96,21 @@ class Scheduler:
         self._stepped = threading.Condition()  # notified when a step ends (and `_stepping` is free)
         self._leader: int | None = None  # the thread running a step
         self.steps = 0  # forward passes run (for benchmarks and tests)
+        self.preemptions = 0  # answers sent back to wait so that another's cache could grow
+        self.peak_running = 0  # most answers running at once
 
     def submit(self, seq: Sequence) -> None:
         with self._lock:
             self._waiting.append(seq)
         _LIVE.add(self)
 
-    def drive(self, seq: Sequence) -> None:
+    def drive(self, seq: Sequence, until_ended: bool = False) -> None:
         """Run one step for every sequence, or wait for the step another reader is running; return at once
-        if `seq` has output or has ended meanwhile."""
+        if `seq` has ended meanwhile, or (unless `until_ended`) has output."""
         if self.stepping_here():
             return  # called from inside a step (a finalizer): the step under way goes on
         with self._stepped:
-            if not seq.out.empty() or seq.ended.is_set():
+            if seq.ended.is_set() or (not until_ended and not seq.out.empty()):
                 return
             if not self._stepping.acquire(blocking=False):
                 self._stepped.wait()
@@ -169,16 +176,15 @@ class Scheduler:
             self._end(seq, END)
 
     def _admit(self) -> None:
-        """Move waiting sequences in, in order, while their caches fit the budget (one always may, alone)."""
+        """Move waiting sequences in, in order, while their first columns fit the budget (one always may, alone)."""
         engine = self.engine
         while len(self._running) < engine.config.max_batch:
             with self._lock:
                 if not self._waiting:
                     return
                 seq = self._waiting[0]
-                need = seq.capacity * engine.column_bytes()
-                reserved = sum(s.prefix.cache.nbytes for s in self._running)
-                if self._running and reserved + need > engine.config.kv_bytes:
+                need = seq.columns(engine.config.grow_tokens) * engine.column_bytes()
+                if self._running and self._reserved() + need > engine.config.kv_bytes:
                     return
                 self._waiting.popleft()
             try:
@@ -187,20 +193,60 @@ class Scheduler:
                 self._retire(seq, e)
                 continue
             self._running.append(seq)
+            self.peak_running = max(self.peak_running, len(self._running))
+
+    def _reserved(self) -> int:
+        return sum(s.prefix.cache.nbytes for s in self._running)
 
     def _start(self, seq: Sequence) -> None:
-        """Check a prefix out of the pool and embed the part of the prompt it does not hold."""
+        """Check a prefix out of the pool and embed the part of what the answer knows that it does not hold:
+        the prompt (with its clips) and, for an answer read again after a preemption, its tokens so far."""
         engine, model, p = self.engine, self.engine.model, seq.prompt
-        seq.prefix, n = engine.checkout(p, seq.keep)
-        p.reused = seq.fed = n
+        ids = seq.known
+        seq.prefix, n = engine.checkout(p, ids, seq.columns(engine.config.grow_tokens), seq.keep)
+        seq.fed = n
         audio = [f for (s, _, _), f in zip(p.spans, p.audio) if s >= n]
-        seq.pending = model.embed(torch.tensor([p.ids[n:]], device=model.device), audio)[0]
-        seq.seen = torch.tensor([p.ids if p.penalize_prompt else []], dtype=torch.long, device=model.device)
-        seq.generator = make_generator(seq.cfg.seed, model.device)
+        device = model.device
+        parts = [model.embed(torch.tensor([p.ids[n:]], device=device), audio)[0]] if n < len(p.ids) else []
+        if seq.tokens:  # words, as in decode steps (an <audio> the model wrote takes no clip)
+            parts.append(model.embed(torch.tensor([seq.tokens[max(0, n - len(p.ids)):]], device=device))[0])
+        seq.pending = torch.cat(parts) if len(parts) > 1 else parts[0]
+        if seq.generator is None:  # its first start (a preempted answer keeps its penalty's ids and its sampler)
+            p.reused = n
+            seq.seen = torch.tensor([p.ids if p.penalize_prompt else []], dtype=torch.long, device=device)
+            seq.generator = make_generator(seq.cfg.seed, device)
+
+    def _make_room(self) -> None:
+        """Give each decoding answer a cache column for its next token, oldest first: a full cache grows by
+        `grow_tokens` columns, and where the budget cannot take that, the answers that joined last are preempted."""
+        engine = self.engine
+        for seq in list(self._running):
+            if seq not in self._running or not seq.decoding or seq.fed < seq.prefix.cache.capacity:
+                continue
+            columns = seq.columns(engine.config.grow_tokens)
+            extra = (columns - seq.prefix.cache.capacity) * engine.column_bytes()
+            while len(self._running) > 1 and self._reserved() + extra > engine.config.kv_bytes:
+                victim = self._running[-1]
+                self._preempt(victim)
+                if victim is seq:
+                    break
+            if seq in self._running:
+                engine.grow(seq.prefix, columns)
+
+    def _preempt(self, seq: Sequence) -> None:
+        """Hand `seq`'s cache back to the pool holding what was fed, and put it first in the queue."""
+        self._running.remove(seq)
+        self.engine.checkin(seq.prefix, seq.known[: seq.fed], seq.prompt.spans, seq.keep)
+        seq.prefix, seq.pending = None, None
+        seq.preemptions += 1
+        self.preemptions += 1
+        with self._lock:
+            self._waiting.appendleft(seq)
 
     def _step(self) -> None:
         """One forward pass: every decoding sequence's next token, then prompt chunks within the budget."""
         model = self.engine.model
+        self._make_room()
         decoding = [s for s in self._running if s.decoding]
         if len(decoding) == len(self._running) == 1 and self._graphed(decoding[0]):
             return
@@ -271,7 +317,7 @@ class Scheduler:
         if seq in self._running:
             self._running.remove(seq)
         if seq.prefix is not None:
-            record = (seq.prompt.ids + seq.tokens)[: seq.fed]
+            record = seq.known[: seq.fed]
             self.engine.checkin(seq.prefix, record, seq.prompt.spans, seq.keep and error is None)
             seq.prefix = None
         self._end(seq, END if error is None else error)

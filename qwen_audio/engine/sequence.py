@@ -50,11 +50,21 @@ class Sequence:
     tokens: list[int] = field(default_factory=list)  # the answer's ids so far
     seen: torch.Tensor | None = None  # [1, L] ids the repetition penalty looks at
     generator: torch.Generator | None = None
+    preemptions: int = 0  # times its cache was handed back for others' to grow (it was read again after)
 
     @property
     def capacity(self) -> int:
-        """Cache columns the whole answer may need (reserved at admission, so it never runs out)."""
+        """Cache columns the whole answer may need."""
         return len(self.prompt.ids) + self.prompt.max_new_tokens
+
+    @property
+    def known(self) -> list[int]:
+        """The ids whose keys come before the next token: the prompt, then the answer so far."""
+        return self.prompt.ids + self.tokens
+
+    def columns(self, grow: int) -> int:
+        """Cache columns to hold now: what is known and `grow` more, within the whole answer's."""
+        return min(self.capacity, len(self.known) + grow)
 
     def cancelled(self) -> bool:
         return self.closed.is_set() or self.cancel.is_set()
