@@ -43,7 +43,7 @@ def run(model, tok, cached: bool, new_tokens: int) -> tuple[list[tuple[float, fl
     """[(seconds to the first text, seconds for the whole answer)] per turn, and the answers."""
     # The published code decodes and encodes every clip and computes the whole prompt each turn: an
     # engine that keeps nothing does the same.
-    keep_nothing = EngineConfig(kv_bytes=0, feature_bytes=0, clip_bytes=0, reuse=False)
+    keep_nothing = EngineConfig(feature_bytes=0, clip_bytes=0, reuse=False)
     model.engine = Engine(model, EngineConfig() if cached else keep_nothing)
     times, answers, history = [], [], None
     for query in conversation(tok):

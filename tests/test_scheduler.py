@@ -97,7 +97,8 @@ def test_golden_answers_under_load_equal_the_goldens(tiny, goldens):
 def test_golden_answers_equal_the_goldens_when_caches_are_preempted(tiny, goldens):
     """The goldens' first questions as one batch, on a budget that holds the first two prompts (177 and 238
     tokens, clips and all) and 10 more columns, caches growing 2 columns at a time: as the two answers grow,
-    the second is preempted, waits, and is read again; every answer is the golden, word for word."""
+    the second is preempted, waits, and is read again, its clip columns computed again from the features it
+    holds (on an engine that keeps no clips or features for others); every answer is the golden, word for word."""
     model, tok = tiny
     saved = model.engine
     chats = goldens[0]["chat"]
@@ -105,7 +106,7 @@ def test_golden_answers_equal_the_goldens_when_caches_are_preempted(tiny, golden
     lengths = [len(saved.prepare(tok, tutorial_conversation(q, [], qwen_audio.tokenizer.DEFAULT_SYSTEM),
                                  model.options(**GREEDY)).ids) for q in queries]
     model.engine = Engine(model, EngineConfig(kv_bytes=(lengths[0] + lengths[1] + 10) * saved.column_bytes(),
-                                              grow_tokens=2, reuse=False))
+                                              grow_tokens=2, reuse=False, feature_bytes=0, clip_bytes=0))
     try:
         got = [r for r, _ in model.chat_batch(tok, queries, None, **GREEDY)]
         assert got == [c["turns"][0]["greedy_response"] for c in chats]
@@ -321,6 +322,11 @@ def test_engine_config_is_checked():
         EngineConfig(max_batch=0)
     with pytest.raises(OptionError, match="grow_tokens"):
         EngineConfig(grow_tokens=0)
+    with pytest.raises(OptionError, match="kv_bytes"):
+        EngineConfig(kv_bytes=0)  # running answers need their caches
+    with pytest.raises(OptionError, match="feature_bytes"):
+        EngineConfig(feature_bytes=-1)
+    assert EngineConfig(feature_bytes=0, clip_bytes=0).clip_bytes == 0  # keep no clips or features: allowed
 
 
 def test_a_process_that_exits_mid_answer_stops_the_scheduler_first(ckpt, tmp_path):

@@ -53,10 +53,12 @@ class EngineConfig:
     grow_tokens: int = 128  # cache columns an answer takes past what it knows, at admission and each time it fills them
 
     def __post_init__(self):
-        for name in ("kv_bytes", "feature_bytes", "clip_bytes", "step_tokens", "max_batch", "grow_tokens"):
+        for name, least in (("kv_bytes", 1), ("feature_bytes", 0), ("clip_bytes", 0), ("step_tokens", 1),
+                            ("max_batch", 1), ("grow_tokens", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise OptionError(f"EngineConfig.{name} must be a positive integer, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                kind = "a positive integer" if least else "an integer >= 0 (0 keeps none)"
+                raise OptionError(f"EngineConfig.{name} must be {kind}, got {value!r}")
         if self.step_tokens <= self.max_batch:
             raise OptionError(f"EngineConfig.step_tokens ({self.step_tokens}) must exceed max_batch "
                               f"({self.max_batch}): a step carries every running answer's next token and some prompt")
