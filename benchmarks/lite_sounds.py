@@ -319,4 +319,6 @@ ROUTES = [
     ("Describe the music in detail and give me some recommendations for similar music.", "open"),
     ("给我一些处理建议", "open"), ("Where might this have been recorded?", "open"), ("What should I do?", "open"),
     ("Is there a dog?", "sound"), ("有没有音乐？", "music"),
+    ("说话的人提议做什么？这个主意好吗？", "open"), ("What does the speaker propose, and is it a good idea?", "open"),
+    ("我应该怎么回应她？", "open"), ("你怎么看这个计划？", "open"),
 ]

@@ -34,7 +34,8 @@ _CUES: list[tuple[str, float, str]] = [
                 r"|\bhandl(?:e|ing)\b|\brecommend|\bsummari[sz]e\b|\bexplain\b|\bimagine\b|\bwhy\b|\bin detail\b"
                 r"|\bwrite\b|\bcompose\b|\bscene\b|\bguess\b|\bwhere (?:is|was|might) (?:this|it|the)\b"
                 r"|\bwho (?:might|could|would)\b|\bwhat (?:might|could|would)\b|\bmeaning\b|\bopinion\b|\bthink\b"),
-    (OPEN, 3.0, r"写|故事|建议|推荐|怎么办|应该|如何处理|怎么处理|总结|概括|解释|为什么|想象|诗|场景|猜"),
+    (OPEN, 3.0, r"写|故事|建议|推荐|怎么办|应该|如何处理|怎么处理|总结|概括|解释|为什么|想象|诗|场景|猜|提议|主意|好不好|好吗"
+                r"|怎么看|看法|回应|回复"),
     (PERSON, 3.0, r"\bperson(?:'s)? name\b|\bname of (?:the|a|any) person\b|\bwho is (?:mentioned|named)\b|\bwhat names?\b"
                   r"|\bnames? (?:is|are) mentioned\b|人名|名字"),
     (TRANSLATE, 3.0, r"\btranslat|\bin english\b|翻译|译成|译为|用英语|英文怎么说"),
