@@ -321,4 +321,8 @@ ROUTES = [
     ("Is there a dog?", "sound"), ("有没有音乐？", "music"),
     ("说话的人提议做什么？这个主意好吗？", "open"), ("What does the speaker propose, and is it a good idea?", "open"),
     ("我应该怎么回应她？", "open"), ("你怎么看这个计划？", "open"),
+    ("What is he saying, in Chinese?", "translate"), ("这段话用中文怎么说？", "translate"),
+    ("Is he speaking in Spanish?", "language"), ("Which of the two sounds more worried?", "emotion"),
+    ("她听起来很担心吗？", "emotion"), ("Should I be worried?", "open"), ("我该担心吗？", "open"),
+    ("这个声音危险吗？我该怎么做？", "open"),
 ]

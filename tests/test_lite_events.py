@@ -123,6 +123,10 @@ def test_piano_is_the_instrument(lite):
     assert "piano" in r2 and "no music" not in r2, r2
     r3, _ = ask(lite, [{"audio": clip("music.wav")}, {"text": "Is there any speech?"}])
     assert "piano" in r3 or "music" in r3, r3
+    r4, _ = ask(lite, [{"text": "Is this music fast or slow?"}], h)  # tempo is not measured: said, not guessed
+    assert "piano" in r4 and "does not measure tempo" in r4, r4
+    r5, _ = ask(lite, [{"text": "这段音乐节奏快吗？"}], h)
+    assert "钢琴" in r5 and "无法判断音乐的快慢" in r5, r5
 
 
 def test_chinese_questions(lite):
@@ -143,6 +147,9 @@ def test_emotions_of_two_clips_are_measured_cues(lite):
     assert r.startswith("Based on the voice") and "first audio" in r and "second audio" in r, r
     assert "Hz" in r or "dBFS" in r or "semitones" in r, r
     assert not EMOTION_WORDS.search(r), r  # cues, never a claimed emotion
+    r2, _ = ask(lite, [{"audio": clip("你没事吧-轻松.wav")}, {"audio": clip("你没事吧-消极.wav")},
+                       {"text": "Which of the two sounds more worried?"}])  # a state of mind: the same cues
+    assert r2.startswith("Based on the voice") and "second audio" in r2 and not EMOTION_WORDS.search(r2), r2
 
 
 def test_story_from_two_clips_streams_and_is_grounded(lite):

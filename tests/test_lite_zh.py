@@ -220,3 +220,46 @@ def test_questions_for_unknowable_facts_are_answered_without_the_llm(lite):
     assert fake._llm.messages is None and "无法判断" in r, r
     fake.chat(tok, tok.from_list_format([piano, {"text": "Recommend three similar pieces of music."}]))
     assert fake._llm.messages is not None
+
+
+def test_follow_up_open_questions_are_not_led_by_the_summary_again(lite):
+    """The one-line summary of the clips comes with the question that brings them; on follow-ups the LLM is
+    shown the earlier answers without it (shown it, the 1.5B began its own answers with it again)."""
+    from qwen_audio.lite import LiteModel
+
+    model, tok = lite
+    fake = LiteModel(model.asr, "fake.gguf", tagger_path=model.tagger_path)
+    fake._llm = Recorder()
+    glass = {"audio": clip("glass-breaking-151256.mp3")}
+    r1, h = fake.chat(tok, tok.from_list_format([glass, {"text": "What should I do?"}]))
+    lead = r1.split("\n")[0]
+    assert "breaking glass" in lead and r1.endswith("\n好的。"), r1
+    r2, h = fake.chat(tok, "Could someone be hurt?", history=h)
+    assert r2 == "好的。", r2
+    assert [m for m in fake._llm.messages if m[0] == "assistant"] == [("assistant", "好的。")], fake._llm.messages
+    assert "breaking glass" in fake._llm.messages[-1][1]  # the facts still come with the question
+    r3, h = fake.chat(tok, "这个声音危险吗？我该怎么做？", history=h)
+    assert r3 == "好的。" and all(lead not in m[1] for m in fake._llm.messages if m[0] == "assistant"), fake._llm.messages
+    r4, _ = fake.chat(tok, "Where was this recorded?", history=h)
+    assert "breaking glass" not in r4 and "cannot be told" in r4, r4
+
+
+def test_translations_into_other_languages_than_english_are_the_llms(lite):
+    """Whisper translates into English only: asked for Chinese, lite quotes what was said and has the LLM
+    translate it; speech already in the target is quoted as it is, and without an LLM lite says what it can do."""
+    from qwen_audio.lite import LiteModel
+
+    model, tok = lite
+    fake = LiteModel(model.asr, "fake.gguf", tagger_path=model.tagger_path)
+    fake._llm = Recorder()
+    r, _ = fake.chat(tok, tok.from_list_format([{"audio": clip("es.mp3")}, {"text": "What is he saying, in Chinese?"}]))
+    assert r.startswith('The audio, in Spanish, says: "') and "\nIn Chinese (translated by" in r, r
+    assert r.endswith("好的。"), r
+    task = fake._llm.messages[-1][1]
+    assert task.startswith("Translate into Chinese.") and "deportes" in task.lower(), task
+    fake._llm.messages = None
+    r2, _ = fake.chat(tok, tok.from_list_format([{"audio": clip("你没事吧-轻松.wav")}, {"text": "把这段话翻译成中文"}]))
+    assert fake._llm.messages is None and r2.startswith("这段音频本来就是中文：") and "没事" in r2, r2
+    bare = LiteModel(model.asr, None)
+    r3, _ = bare.chat(tok, tok.from_list_format([{"audio": clip("es.mp3")}, {"text": "Translate it into French"}]))
+    assert r3.startswith("The lite model can only translate into English, not French.") and "says in English" in r3, r3

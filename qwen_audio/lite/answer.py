@@ -214,8 +214,13 @@ def instruments(clips: Sequence[Heard], p: Phrases = EN) -> str:
     return p.sp.join(out)
 
 
-def music(clips: Sequence[Heard], p: Phrases = EN) -> str:
-    """Is there music, what kind (the tagger's instrument, genre and mood tags, with scores)."""
+# Tempo is not measured (an onset-autocorrelation estimate was tried and could not be checked): said when asked.
+_TEMPO = re.compile(r"\btempo\b|\bbpm\b|\bbeats? per\b|\bfast\b|\bslow\b|\bspeed\b|\bpace\b|节奏|快慢|速度|节拍|多快", re.I)
+
+
+def music(clips: Sequence[Heard], p: Phrases = EN, question: str = "") -> str:
+    """Is there music, what kind (the tagger's instrument, genre and mood tags, with scores); that its tempo
+    is not measured, when the question asks for it."""
     if any(not c.rep.tagged for c in clips):
         return p("no_tagger", TAGGER_PIP)
     out = []
@@ -234,6 +239,8 @@ def music(clips: Sequence[Heard], p: Phrases = EN) -> str:
         if r.moods:
             text += p.sp + p("moods", p.join([p("paren", p.tag(m), f"{s:.2f}") for m, s in r.moods]))
         out.append(_sentence(text))
+    if _TEMPO.search(question) and any(c.rep.has_music for c in clips):
+        out.append(p("no_tempo"))
     return p.sp.join(out)
 
 
@@ -281,8 +288,40 @@ def language(clips: Sequence[Heard], p: Phrases = EN) -> str:
     return _clauses(parts, p)
 
 
-_TARGET = re.compile(r"\b(?:into|to)\s+(chinese|mandarin|spanish|french|german|japanese|korean|italian|russian"
-                     r"|portuguese|arabic)\b|(?:译成|翻译成|译为)(中文|汉语|日语|法语|德语|西班牙语|韩语)", re.I)
+_LANGUAGES = r"(chinese|mandarin|spanish|french|german|japanese|korean|italian|russian|portuguese|arabic)"
+_TARGET = re.compile(rf"\b(?:into|to|in)\s+{_LANGUAGES}\b|(?:译成|翻译成|译为)(中文|汉语|日语|法语|德语|西班牙语|韩语)"
+                     r"|(中文|汉语)(?:怎么说|意思)", re.I)
+
+
+_TARGET_CODES = {"chinese": "zh", "mandarin": "zh", "中文": "zh", "汉语": "zh", "spanish": "es", "西班牙语": "es",
+                 "french": "fr", "法语": "fr", "german": "de", "德语": "de", "japanese": "ja", "日语": "ja",
+                 "korean": "ko", "韩语": "ko", "italian": "it", "russian": "ru", "portuguese": "pt", "arabic": "ar"}
+
+
+def translation_target(question: str) -> str | None:
+    """The language code a question asks speech to be translated into when that is not English ('zh', 'fr', ...)."""
+    target = _TARGET.search(question)
+    return _TARGET_CODES[next(g for g in target.groups() if g).lower()] if target else None
+
+
+def llm_translation(clips: Sequence[Heard], code: str, p: Phrases = EN) -> tuple[str, str | None]:
+    """For a translation into `code` (not English: Whisper only translates into English), what lite writes first
+    (each clip's words in its own language) and the task for the LLM (None when nothing needs translating)."""
+    said, sources = [], []
+    for c in clips:
+        src = c.hear("transcribe")
+        if not src.has_speech:
+            said.append(p("nothing_to_translate", _label(c, p)))
+        elif src.language == code:
+            said.append(p("already_in", _label(c, p), p.language(code), quote(src)))
+        else:
+            said.append(p("says_in", _label(c, p), p.language(src.language), quote(src)))
+            sources.append(quote(src))
+    lead = _sentence(p("translation_sep").join(said)) + p.stop
+    if not sources:
+        return lead, None
+    task = f"Translate into {EN.language(code)}. Write only the translation.\n\n" + "\n".join(sources)
+    return lead + "\n" + p("llm_translation", p.language(code)), task
 
 
 def translate(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
@@ -290,7 +329,7 @@ def translate(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
     target = _TARGET.search(question)
     lead = ""
     if target:
-        lead = p("only_english", (target.group(1) or target.group(2)).capitalize())
+        lead = p("only_english", next(g for g in target.groups() if g).capitalize())
     parts = []
     for c in clips:
         src = c.hear("transcribe")
@@ -693,7 +732,7 @@ def compose(intent: I.Intent, question: str, clips: Sequence[Heard]) -> str:
     if k == I.INSTRUMENT:
         return instruments(clips, p)
     if k == I.MUSIC:
-        return music(clips, p)
+        return music(clips, p, question)
     if k == I.SOUND:
         return what_is(clips, question, p)
     subject = "sound" if re.search(r"\bsound\b|声音", question, re.I) else "speech"

@@ -35,18 +35,26 @@ _CUES: list[tuple[str, float, str]] = [
                 r"|\bwrite\b|\bcompose\b|\bscene\b|\bguess\b|\bwhere (?:is|was|might) (?:this|it|the)\b"
                 r"|\bwho (?:might|could|would)\b|\bwhat (?:might|could|would)\b|\bmeaning\b|\bopinion\b|\bthink\b"),
     (OPEN, 3.0, r"写|故事|建议|推荐|怎么办|应该|如何处理|怎么处理|总结|概括|解释|为什么|想象|诗|场景|猜|提议|主意|好不好|好吗"
-                r"|怎么看|看法|回应|回复"),
+                r"|怎么看|看法|回应|回复|怎么做|该做什么|要做什么|危险吗|安全吗"),
     (PERSON, 3.0, r"\bperson(?:'s)? name\b|\bname of (?:the|a|any) person\b|\bwho is (?:mentioned|named)\b|\bwhat names?\b"
                   r"|\bnames? (?:is|are) mentioned\b|人名|名字"),
-    (TRANSLATE, 3.0, r"\btranslat|\bin english\b|翻译|译成|译为|用英语|英文怎么说"),
+    (TRANSLATE, 3.0, r"\btranslat|\bin english\b|翻译|译成|译为|用英语|英文怎么说|(?:中文|汉语)怎么说|中文意思"
+                     r"|\b(?:say|says|saying|said|mean|means)\b[^?.!]{0,20}\bin (?:chinese|mandarin|spanish|french|german"
+                     r"|japanese|korean|italian|russian|portuguese|arabic)\b"),
     (LANGUAGE, 3.0, r"\b(?:what|which) (?:language|languages|dialect)\b|\blanguage (?:is|was) (?:it|this|spoken|used)\b"
-                    r"|\bidentify the language\b|\bwhat is the language\b|语言|语种|方言|哪国话|什么话|哪种话"),
+                    r"|\bidentify the language\b|\bwhat is the language\b|语言|语种|方言|哪国话|什么话|哪种话"
+                    r"|\b(?:speaking|spoken|speak|talking|talk|said|sung|singing) in (?:english|chinese|mandarin|cantonese"
+                    r"|spanish|french|german|japanese|korean|italian|russian|portuguese|arabic)\b"),
     # "mood" is weaker than the other cues and counts for music too: "what mood does this music create" is the
     # music's mood tags, "what mood does it set, and what might it be from" an open question.
     (EMOTION, 2.0, r"\bmood\b"),
     (MUSIC, 1.0, r"\bmood\b"),
     (EMOTION, 3.0, r"\bemotion|\bfeel(?:ing|s)?\b|\bhappy\b|\bsad\b|\bangry\b|\btone\b|\bsentiment\b|\battitude\b"
                    r"|\bexcited\b|\bcalm\b|\bnervous\b|情绪|情感|心情|语气|开心|高兴|难过|伤心|生气|态度|感情"),
+    # States a listener may be in too ("should I be worried?" is advice): only of how someone sounds or is.
+    (EMOTION, 3.0, r"\b(?:sounds?|sounding|seems?|more|less|is (?:he|she|the speaker)|are they)\b[^?.!]{0,15}"
+                   r"\b(?:worried|anxious|scared|afraid|upset|relaxed|cheerful|depressed|stressed)\b"
+                   r"|(?:听起来|他|她)[^？。！?]{0,6}(?:担心|焦虑|紧张|害怕|轻松|沮丧|激动)"),
     (SPEAKER, 3.0, r"\bgender\b|\bhow old\b|\bage of\b|\bmale or female\b|\bman or (?:a )?woman\b|\bboy or (?:a )?girl\b"
                    r"|\bwho is speaking\b|\bis (?:it|this|the speaker) (?:a )?(?:man|woman|male|female|child)\b"
                    r"|性别|男的|女的|男人|女人|男声|女声|年龄|几岁|多大"),

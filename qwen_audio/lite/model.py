@@ -26,7 +26,7 @@ from . import intent as I
 from .asr import Hearing, WhisperASR
 from .events import TAGGER_PIP
 from .longform import transcribe_long
-from .phrases import for_question
+from .phrases import EN, ZH, for_question
 from .report import Report, make_report
 from .soundalike import SoundMatch, find_by_pinyin, find_by_sound
 
@@ -72,6 +72,11 @@ class Hearings:
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         return heard
+
+
+def new_clips(conversation: Conversation) -> bool:
+    """Whether the question being asked brings clips of its own."""
+    return any(isinstance(p, Audio) for p in conversation.question.query)
 
 
 def clips_in_play(conversation: Conversation) -> list[Audio]:
@@ -186,10 +191,13 @@ class LiteModel(Backend):
             clips = [A.Heard(0, 1, clips[0].hear, clips[0].report, clips[0].sounds_like)]
         if clips and A.unknowable(question):  # who plays, where it was recorded: the LLM invents such things
             p = for_question(question)
-            yield A.lead(clips, p) + "\n" + p("unknowable")
+            yield (A.lead(clips, p) + "\n" if new_clips(conversation) else "") + p("unknowable")
             return TurnStats(0, 0, 0, "stop")
         if intent.kind == I.OPEN:
             return (yield from self._open(conversation, question, clips, cfg, cancel))
+        code = A.translation_target(question) if intent.kind == I.TRANSLATE else None
+        if clips and code and self.llm_path is not None:  # Whisper translates into English only
+            return (yield from self._translate(conversation, question, clips, code, cfg, cancel))
         yield A.compose(intent, question, clips)
         return TurnStats(0, 0, 0, "stop")
 
@@ -219,17 +227,22 @@ class LiteModel(Backend):
     def _open(self, conversation: Conversation, question: str, clips: list[A.Heard], cfg: GenerationConfig,
               cancel) -> Pieces:
         """Open questions: the LLM, told the clips' reports, answers after a one-line summary of them, both in the
-        question's language (a Chinese question gets a Chinese lead and is asked for a Chinese answer)."""
+        question's language (a Chinese question gets a Chinese lead and is asked for a Chinese answer). The summary
+        is written when the question brings the clips, not again on follow-up questions about them."""
         p = for_question(question)
-        lead = A.lead(clips, p) + "\n" if clips else ""
+        lead = A.lead(clips, p) + "\n" if clips and new_clips(conversation) else ""
         if self.llm_path is None:
             yield lead + p("no_llm", LLM_PIP)
             return TurnStats(0, 0, 0, "stop")
         if lead:
             yield lead  # before the LLM loads (seconds, the first time)
+        # Earlier answers are shown without the summary lines lite wrote for these clips: shown them, the 1.5B
+        # began its own answers with the summary again.
+        leads = {A.lead(clips, EN), A.lead(clips, ZH)} if clips else set()
         messages = [("system", plain_text(conversation.system))]
         for turn in conversation.turns[:-1][-LLM_HISTORY_TURNS:]:
-            messages += [("user", plain_text(turn.query)), ("assistant", plain_text(turn.response or ()))]
+            said = "\n".join(line for line in plain_text(turn.response or ()).split("\n") if line not in leads)
+            messages += [("user", plain_text(turn.query)), ("assistant", said)]
         opening = A.answer_opening(question, clips)
         context = A.llm_context(clips, story=bool(opening))
         # The facts stay in English (what the models were measured with); a Chinese question adds one line
@@ -245,6 +258,20 @@ class LiteModel(Backend):
             yield opening
         # Stream freely but for the last ~48 tokens, in which the answer is let to end only at a sentence end.
         pieces = self.llm().answer(messages, cfg, opening, cancel)
+        return (yield from whole_sentences(pieces, free=cfg.max_new_tokens - 48))
+
+    def _translate(self, conversation: Conversation, question: str, clips: list[A.Heard], code: str,
+                   cfg: GenerationConfig, cancel) -> Pieces:
+        """A translation into a language other than English: each clip's words as Whisper heard them, then the
+        LLM's translation of them (greedy or sampled as `cfg` says)."""
+        from .llm import whole_sentences
+
+        lead, task = A.llm_translation(clips, code, for_question(question))
+        yield lead + ("\n" if task else "")
+        if task is None:
+            return TurnStats(0, 0, 0, "stop")
+        messages = [("system", plain_text(conversation.system)), ("user", task)]
+        pieces = self.llm().answer(messages, cfg, "", cancel)
         return (yield from whole_sentences(pieces, free=cfg.max_new_tokens - 48))
 
     def _transcribe(self, tokenizer, source, request, cfg):
