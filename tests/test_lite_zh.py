@@ -237,7 +237,8 @@ def test_follow_up_open_questions_are_not_led_by_the_summary_again(lite):
     r2, h = fake.chat(tok, "Could someone be hurt?", history=h)
     assert r2 == "好的。", r2
     assert [m for m in fake._llm.messages if m[0] == "assistant"] == [("assistant", "好的。")], fake._llm.messages
-    assert "breaking glass" in fake._llm.messages[-1][1]  # the facts still come with the question
+    facts = fake._llm.messages[-1][1]  # the facts still come with the question, without negatives to echo
+    assert "only this is heard: the sound of breaking glass" in facts and "no music" not in facts, facts
     r3, h = fake.chat(tok, "这个声音危险吗？我该怎么做？", history=h)
     assert r3 == "好的。" and all(lead not in m[1] for m in fake._llm.messages if m[0] == "assistant"), fake._llm.messages
     r4, _ = fake.chat(tok, "Where was this recorded?", history=h)
