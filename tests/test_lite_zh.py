@@ -249,7 +249,10 @@ def test_translations_into_other_languages_than_english_are_the_llms(lite):
     """Whisper translates into English only: asked for Chinese, lite quotes what was said and has the LLM
     translate it; speech already in the target is quoted as it is, and without an LLM lite says what it can do."""
     from qwen_audio.lite import LiteModel
+    from qwen_audio.lite.answer import translation_target
 
+    assert [translation_target(q) for q in ("What is he saying, in Chinese?", "把这段话翻译成日语", "Translate it",
+                                            "Translate what he says in Spanish into English")] == ["zh", "ja", None, None]
     model, tok = lite
     fake = LiteModel(model.asr, "fake.gguf", tagger_path=model.tagger_path)
     fake._llm = Recorder()

@@ -298,9 +298,13 @@ _TARGET_CODES = {"chinese": "zh", "mandarin": "zh", "中文": "zh", "汉语": "z
                  "korean": "ko", "韩语": "ko", "italian": "it", "russian": "ru", "portuguese": "pt", "arabic": "ar"}
 
 
+_TO_ENGLISH = re.compile(r"\b(?:into|to|in) english\b|(?:译成|翻译成|译为|用)(?:英文|英语)|英文怎么说", re.I)
+
+
 def translation_target(question: str) -> str | None:
-    """The language code a question asks speech to be translated into when that is not English ('zh', 'fr', ...)."""
-    target = _TARGET.search(question)
+    """The language code a question asks speech to be translated into when that is not English ('zh', 'fr', ...);
+    None for English ("what he says in Spanish, in English")."""
+    target = None if _TO_ENGLISH.search(question) else _TARGET.search(question)
     return _TARGET_CODES[next(g for g in target.groups() if g).lower()] if target else None
 
 
@@ -326,7 +330,7 @@ def llm_translation(clips: Sequence[Heard], code: str, p: Phrases = EN) -> tuple
 
 def translate(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
     """Whisper's translate task; it only goes into English, which is said when asked otherwise."""
-    target = _TARGET.search(question)
+    target = None if _TO_ENGLISH.search(question) else _TARGET.search(question)
     lead = ""
     if target:
         lead = p("only_english", next(g for g in target.groups() if g).capitalize())
@@ -657,14 +661,14 @@ def report_lines(c: Heard, name: str | None = None) -> str:
     if r.has_music:
         facts.append(music_phrase(r) + (" (genre tags: " + ", ".join(g.lower() for g, _ in r.genres[:3]) + ")"
                                         if r.genres else "") + " plays")
-    if r.silent:
-        facts.append("it is silent")
-    if facts and r.tagged and not (r.has_speech and r.has_music):
+    if facts and r.tagged and not r.silent and not (r.has_speech and r.has_music):
         return f"{name}, only this is heard: " + "; ".join(facts) + "."
     if not r.has_speech:
         facts.append("nobody speaks")
     if not r.has_music and r.tagged:
         facts.append("there is no music")
+    if r.silent:
+        facts.append("it is silent")
     return f"{name}: " + "; ".join(facts) + "."
 
 
