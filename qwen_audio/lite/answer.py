@@ -301,11 +301,17 @@ _TARGET_CODES = {"chinese": "zh", "mandarin": "zh", "中文": "zh", "汉语": "z
 _TO_ENGLISH = re.compile(r"\b(?:into|to|in) english\b|(?:译成|翻译成|译为|用)(?:英文|英语)|英文怎么说", re.I)
 
 
-def translation_target(question: str) -> str | None:
-    """The language code a question asks speech to be translated into when that is not English ('zh', 'fr', ...);
-    None for English ("what he says in Spanish, in English")."""
+def _target(question: str) -> str | None:
+    """The language a question asks a translation into, as it names it, when that is not English; None for
+    English ("what he says in Spanish, into English")."""
     target = None if _TO_ENGLISH.search(question) else _TARGET.search(question)
-    return _TARGET_CODES[next(g for g in target.groups() if g).lower()] if target else None
+    return next(g for g in target.groups() if g) if target else None
+
+
+def translation_target(question: str) -> str | None:
+    """The language code a question asks speech to be translated into when that is not English ('zh', 'fr', ...)."""
+    target = _target(question)
+    return _TARGET_CODES[target.lower()] if target else None
 
 
 def llm_translation(clips: Sequence[Heard], code: str, p: Phrases = EN) -> tuple[str, str | None]:
@@ -330,10 +336,8 @@ def llm_translation(clips: Sequence[Heard], code: str, p: Phrases = EN) -> tuple
 
 def translate(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
     """Whisper's translate task; it only goes into English, which is said when asked otherwise."""
-    target = None if _TO_ENGLISH.search(question) else _TARGET.search(question)
-    lead = ""
-    if target:
-        lead = p("only_english", next(g for g in target.groups() if g).capitalize())
+    target = _target(question)
+    lead = p("only_english", target.capitalize()) if target else ""
     parts = []
     for c in clips:
         src = c.hear("transcribe")

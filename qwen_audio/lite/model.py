@@ -238,7 +238,7 @@ class LiteModel(Backend):
             yield lead  # before the LLM loads (seconds, the first time)
         # Earlier answers are shown without the summary lines lite wrote for these clips: shown them, the 1.5B
         # began its own answers with the summary again.
-        leads = {A.lead(clips, EN), A.lead(clips, ZH)} if clips else set()
+        leads = {A.lead(clips, EN), A.lead(clips, ZH)} if clips and len(conversation.turns) > 1 else set()
         messages = [("system", plain_text(conversation.system))]
         for turn in conversation.turns[:-1][-LLM_HISTORY_TURNS:]:
             said = "\n".join(line for line in plain_text(turn.response or ()).split("\n") if line not in leads)
