@@ -4,12 +4,12 @@
 
 A `QuantLinear` keeps its weight small. A few rows at a time (decoding) go through torch's packed kernels
 (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`) in bfloat16, which read the small weight once; their
-cost grows by a whole weight's worth of work per row. More rows (a prompt, an audio clip) take other paths:
-int8 weights on a CPU with int8 dot products (VNNI, AMX) multiply int8 by int8 (`torch._int_mm`, each row of
-activations split into two int8 parts so that nothing is lost that bfloat16 would keep; in bfloat16 up to 192
-rows, past which AMX bfloat16 is faster); otherwise the weight is converted a block at a time to the compute
-dtype for the dense product (AMX in bfloat16, MKL in float32 where bfloat16 is emulated). See PACKED_ROWS for
-the measurements. `QuantEmbedding` keeps int8 rows.
+cost grows with the rows (int8's by a pass over the weight for every 4 rows). More rows (a prompt, an audio
+clip) take other paths: int8 weights on a CPU with int8 dot products (VNNI, AMX) multiply int8 by int8
+(`torch._int_mm`, each row of activations split into two int8 parts so that nothing is lost that bfloat16
+would keep; in bfloat16 up to 192 rows, past which AMX bfloat16 is faster); otherwise the weight is converted
+a block at a time to the compute dtype for the dense product (AMX in bfloat16, MKL in float32 where bfloat16
+is emulated). See PACKED_ROWS for the measurements. `QuantEmbedding` keeps int8 rows.
 
 Which layers: every linear of the LLM and of the audio encoder, and the word embedding (int8 rows). In int4
 mode, layers whose shape the int4 kernel cannot take (out features not a multiple of 64, in features not a
