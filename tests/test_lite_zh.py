@@ -264,6 +264,10 @@ def test_translations_into_other_languages_than_english_are_the_llms(lite):
     fake._llm.messages = None
     r2, _ = fake.chat(tok, tok.from_list_format([{"audio": clip("你没事吧-轻松.wav")}, {"text": "把这段话翻译成中文"}]))
     assert fake._llm.messages is None and r2.startswith("这段音频本来就是中文：") and "没事" in r2, r2
+    r4, _ = fake.chat(tok, tok.from_list_format([{"audio": clip("glass-breaking-151256.mp3")}, {"text": "翻译成中文"}]))
+    assert fake._llm.messages is None and r4 == "这段音频没有可翻译的说话声。", r4  # nothing for the LLM to do
+    r5, _ = fake.chat(tok, tok.from_list_format([{"audio": clip("1272-128104-0000.flac")}, {"text": "Translate it"}]))
+    assert fake._llm.messages is None and r5.startswith('The audio is already in English: "'), r5
     bare = LiteModel(model.asr, None)
     r3, _ = bare.chat(tok, tok.from_list_format([{"audio": clip("es.mp3")}, {"text": "Translate it into French"}]))
     assert r3.startswith("The lite model can only translate into English, not French.") and "says in English" in r3, r3

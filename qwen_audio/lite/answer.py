@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import intent as I
-from .asr import Hearing, Word, language_name
+from .asr import LANGUAGE_NAMES, Hearing, Word, language_name
 from .events import TAGGER_PIP
-from .phrases import EN, ORDINALS, Phrases, for_question
+from .phrases import EN, ORDINALS, ZH_LANGUAGES, Phrases, for_question
 from .report import Report, Sound
 
 if TYPE_CHECKING:
@@ -293,9 +293,9 @@ _TARGET = re.compile(rf"\b(?:into|to|in)\s+{_LANGUAGES}\b|(?:译成|翻译成|�
                      r"|(中文|汉语)(?:怎么说|意思)", re.I)
 
 
-_TARGET_CODES = {"chinese": "zh", "mandarin": "zh", "中文": "zh", "汉语": "zh", "spanish": "es", "西班牙语": "es",
-                 "french": "fr", "法语": "fr", "german": "de", "德语": "de", "japanese": "ja", "日语": "ja",
-                 "korean": "ko", "韩语": "ko", "italian": "it", "russian": "ru", "portuguese": "pt", "arabic": "ar"}
+# A target as the question names it -> its code: Whisper's English names and the Chinese phrasebook's, lower-cased.
+_TARGET_CODES = {**{name.lower(): code for code, name in LANGUAGE_NAMES.items()},
+                 **{name: code for code, name in ZH_LANGUAGES.items()}, "mandarin": "zh", "汉语": "zh"}
 
 
 _TO_ENGLISH = re.compile(r"\b(?:into|to|in) english\b|(?:译成|翻译成|译为|用)(?:英文|英语)|英文怎么说", re.I)
@@ -344,7 +344,7 @@ def translate(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
         if not src.has_speech:
             parts.append(p("nothing_to_translate", _label(c, p)))
         elif src.language == "en":
-            parts.append(p("already_english", _label(c, p), quote(src)))
+            parts.append(p("already_in", _label(c, p), p.language("en"), quote(src)))
         else:
             parts.append(p("translation", _label(c, p), p.language(src.language), quote(c.hear("translate"))))
     return lead + _sentence(p("translation_sep").join(parts)) + p.stop

@@ -252,11 +252,15 @@ class LiteModel(Backend):
         # echoed them or answered in one line) and delayed its first words (`lite_open.py --prompt grounded`).
         ask = question + p("reply_in")
         messages.append(("user", f"{context}\n\n{ask}" if context else ask))
-        from .llm import whole_sentences
-
         if opening:
             yield opening
-        # Stream freely but for the last ~48 tokens, in which the answer is let to end only at a sentence end.
+        return (yield from self._llm_answer(messages, cfg, opening, cancel))
+
+    def _llm_answer(self, messages: list[tuple[str, str]], cfg: GenerationConfig, opening: str, cancel) -> Pieces:
+        """The LLM's pieces after `opening`: streamed freely but for the last ~48 tokens, in which the answer is
+        let to end only at a sentence end."""
+        from .llm import whole_sentences
+
         pieces = self.llm().answer(messages, cfg, opening, cancel)
         return (yield from whole_sentences(pieces, free=cfg.max_new_tokens - 48))
 
@@ -264,15 +268,12 @@ class LiteModel(Backend):
                    cfg: GenerationConfig, cancel) -> Pieces:
         """A translation into a language other than English: each clip's words as Whisper heard them, then the
         LLM's translation of them (greedy or sampled as `cfg` says)."""
-        from .llm import whole_sentences
-
         lead, task = A.llm_translation(clips, code, for_question(question))
         yield lead + ("\n" if task else "")
         if task is None:
             return TurnStats(0, 0, 0, "stop")
-        messages = [("system", plain_text(conversation.system)), ("user", task)]
-        pieces = self.llm().answer(messages, cfg, "", cancel)
-        return (yield from whole_sentences(pieces, free=cfg.max_new_tokens - 48))
+        return (yield from self._llm_answer([("system", plain_text(conversation.system)), ("user", task)], cfg, "",
+                                            cancel))
 
     def _transcribe(self, tokenizer, source, request, cfg):
         """Whisper over pause-cut windows of `source` (see `longform`): greedy, or with `do_sample` Whisper's
