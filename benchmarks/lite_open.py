@@ -83,7 +83,7 @@ def run(llm: str, quantize: str | None, prompt: str, max_new: int, only: list[in
         for stories, as they were measured."""
         if not opening:
             role, text = messages[-1]
-            head, zh, tail = text.rpartition("\n请用中文回答。")
+            head, zh, tail = text.rpartition("\n请用中文详细回答。")
             messages = [*messages[:-1], (role, f"{head}\n\n{TRIED_RULES}{zh}" if zh else f"{text}\n\n{TRIED_RULES}")]
         return real_answer(self, messages, cfg, opening, cancel)
 

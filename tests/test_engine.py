@@ -11,8 +11,8 @@ import torch
 
 import qwen_audio
 from qwen_audio.audio import N_SAMPLES, SAMPLE_RATE, save_wav
-from qwen_audio.engine import EngineConfig, PrefixPool
-from qwen_audio.errors import AudioTooShortError, PromptError
+from qwen_audio.engine import Engine, EngineConfig, PrefixPool
+from qwen_audio.errors import AudioTooShortError, OptionError, PromptError
 
 from .synthetic import synthetic_config, tone, write_checkpoint
 
@@ -201,3 +201,53 @@ def test_chat_decodes_only_what_the_model_hears(synth, tmp_path, monkeypatch):
         model.chat(tok, q(tok, "what?", path), None, **GREEDY)
     assert sum(read) == N_SAMPLES + 1
     assert any("300.0 s of audio; only the first 30 s are used" in str(w.message) for w in caught)
+
+
+def test_clips_of_prompts_prepared_together_are_encoded_in_one_batch(synth, ckpt, monkeypatch):
+    """Four questions arrive while the encoder runs for a fifth: their clips (the same length, one of them sent
+    twice) are encoded in one batch of three, and every answer equals the same question asked alone."""
+    import threading
+
+    model, tok = synth
+    engine = model.engine = Engine(model, EngineConfig(batch_clips=True))  # on a CPU the default encodes per prompt
+    clips = [(tone(1.0, 300 + 50 * i), SAMPLE_RATE) for i in range(4)]
+    queries = [q(tok, "what is it", c) for c in [*clips, clips[1]]]
+    alone = [fresh_answer(ckpt, query) for query in queries]
+    real, sizes = engine.model.embed_audio, []
+    entered, release = threading.Event(), threading.Event()
+
+    def held(mels, lengths, t_max=None):
+        sizes.append(len(mels))
+        if len(sizes) == 1:
+            entered.set()
+            assert release.wait(30)
+        return real(mels, lengths, t_max)
+
+    monkeypatch.setattr(engine.model, "embed_audio", held)
+    got: dict[int, str] = {}
+
+    def ask(i):
+        got[i] = model.chat(tok, queries[i], None, **GREEDY)[0]
+
+    first = threading.Thread(target=ask, args=(0,))
+    first.start()
+    assert entered.wait(30)
+    rest = [threading.Thread(target=ask, args=(i,)) for i in range(1, 5)]
+    for t in rest:
+        t.start()
+    while len(engine.encoder._pending) < 4:  # all four wait behind the first pass
+        threading.Event().wait(0.01)
+    release.set()
+    for t in [first, *rest]:
+        t.join(60)
+    assert sizes == [1, 3]  # clips[1], brought twice, encoded once
+    assert [got[i] for i in range(5)] == alone
+    assert engine.encoder.batches == 2 and engine.encoder.largest == 4
+
+
+def test_on_a_cpu_each_prompt_encodes_its_clips_on_its_own_thread_by_default(synth):
+    model, tok = synth
+    model.chat(tok, q(tok, "what is it", (tone(1.0, 330), SAMPLE_RATE)), None, **GREEDY)
+    assert model.engine.encoder.batches == 0
+    with pytest.raises(OptionError, match="batch_clips must be True, False or None"):
+        EngineConfig(batch_clips="yes")

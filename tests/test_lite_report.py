@@ -57,3 +57,17 @@ def test_a_few_words_where_the_tagger_hears_no_speech_are_not_speech():
     unsure = tuple(Word(w.text, w.start, w.end, 0.2) for w in long)
     doubt = report(tags(8, {SPEECH: [0.01] * 8}), Hearing("transcribe", "Thank you very much.", "en", 0.9, unsure))
     assert not doubt.has_speech
+
+
+def test_the_lead_of_an_open_answer_names_every_confident_layer():
+    """Speech over a barking dog is both (the lead said only the speech); a sound the tagger is unsure of is not."""
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.phrases import ZH
+
+    words = (Word("Sit", 0.2, 0.5, 0.9), Word("down.", 0.5, 0.9, 0.9))
+    heard = Hearing("transcribe", "Sit down.", "en", 0.9, words, ((0.0, 1.0),), 1.9)
+    both = report(tags(8, {SPEECH: [0.9] * 8, DOG_BARK: [0.8] * 8}), heard)
+    assert A.what_phrase(both) == 'a person speaking, in a English, saying, "Sit down.", with a dog barking heard too'
+    assert A.what_phrase(both, ZH) == '一个人在用英语说话，内容是"Sit down."，同时还能听到狗叫'
+    unsure = report(tags(8, {SPEECH: [0.9] * 8, DOG_BARK: [0.3] * 8}), heard)
+    assert "heard too" not in A.what_phrase(unsure) and A.loud_sounds(unsure) == []

@@ -176,7 +176,7 @@ def test_open_questions_ask_the_llm_for_the_question_language(lite):
     r, _ = fake.chat(tok, tok.from_list_format([glass, {"text": "请根据这段音频给我一些安全建议。"}]))
     assert r.startswith("这段音频是玻璃破碎的声音。\n"), r
     user = fake._llm.messages[-1][1]
-    assert user.endswith("请根据这段音频给我一些安全建议。\n请用中文回答。") and "breaking glass" in user, user
+    assert user.endswith("请根据这段音频给我一些安全建议。\n请用中文详细回答。") and "breaking glass" in user, user
     r2, _ = fake.chat(tok, tok.from_list_format([glass, {"text": "根据这段音频写一个故事"}]))
     assert "根据这段音频，可以写出这样一个故事：\n" in r2, r2
     fake.chat(tok, tok.from_list_format([glass, {"text": "Please give me some handling suggestions."}]))

@@ -98,12 +98,20 @@ def music_phrase(r: Report, p: Phrases = EN) -> str:
     return p("song", body) if sung else body
 
 
+def loud_sounds(r: Report) -> list:
+    """The sounds confident enough to name beside speech (at most two): the layers of a mixture."""
+    return [s for s in r.sounds if s.score >= 0.6][:2]
+
+
 def what_phrase(r: Report, p: Phrases = EN) -> str:
-    """A noun phrase for the whole clip (used in multi-clip answers and the LLM's lead)."""
+    """A noun phrase for the whole clip (used in multi-clip answers and the LLM's lead), every confident layer:
+    speech, the music under it and the sounds beside it."""
     if r.has_speech:
         out = speaking_phrase(r, p)
         if r.has_music and not r.singing:
             out += p("over", music_phrase(r, p))
+        if loud_sounds(r):
+            out += p("with_sounds", p.join([p.name(s.name) for s in loud_sounds(r)]))
         return out
     if r.has_music:
         return music_phrase(r, p)
@@ -116,7 +124,7 @@ def sound_answer(r: Report, subject: str = "sound", p: Phrases = EN) -> str:
     """'This is a sound effect of breaking glass. It is heard from <|0.00|> to <|1.80|> seconds.' and the like."""
     if r.has_speech:
         text = p("subject", p(subject), speaking_phrase(r, p))
-        extra = [s for s in r.sounds if s.score >= 0.6][:2]
+        extra = loud_sounds(r)
         if r.has_music and not r.singing:
             text += p.sp + p("background", music_phrase(r, p))
         if extra:

@@ -93,6 +93,7 @@ EN = Phrases("en", {
     "music": "music",
     "song": "a song: {0} and singing",
     "over": ", over {0}",
+    "with_sounds": ", with {0} heard too",
     "sound_of": "a sound of {0}",
     "silence": "silence",
     "unnamed": "sound that I can't name",
@@ -270,6 +271,7 @@ ZH = Phrases("zh", {
     "music": "音乐",
     "song": "一首歌：{0}，还有歌声",
     "over": "，背景是{0}",
+    "with_sounds": "，同时还能听到{0}",
     "sound_of": "{0}的声音",
     "silence": "静音",
     "unnamed": "一段我无法辨认的声音",
@@ -362,7 +364,7 @@ ZH = Phrases("zh", {
                "乐器和音乐，并找出词语和事件的时间。"),
     "story": "根据{0}，可以写出这样一个故事：\n",
     "this_audio": "这段音频",
-    "reply_in": "\n请用中文回答。",
+    "reply_in": "\n请用中文详细回答。",
     "these_audio": "这{0}段音频",
 }, ZH_NAMES, ZH_LANGUAGES, sp="", stop="。", clause="，", comma="、")
 

@@ -92,9 +92,14 @@ class Qwen2AudioEngine(Engine):
         found = self.features.get(key)
         if found is None:
             mel, frames = log_mel(torch.from_numpy(self.clips.clip(audio.source, audio.name).samples))
-            found = self.model.embed_audio(mel[None].to(self.model.device), torch.tensor([frames]))[0]
+            found = self.encode_batch("qwen2-audio", [(key, mel, frames)])[0]  # with clips of prompts prepared meanwhile
             self.features.put(key, found)
         return found
+
+    def _encode_clips(self, group: str, mels: list[torch.Tensor], frames: list[int]) -> list[torch.Tensor]:
+        """Whole-window log-mels [128, 3000] (a clip's features depend on it alone) and each clip's frames before
+        padding -> features [n, dim]."""
+        return self.model.embed_audio(torch.stack(mels).to(self.model.device), torch.tensor(frames))
 
     @torch.inference_mode()
     def prepare_ids(self, rows: list[list[int]], mels: torch.Tensor | None, mel_mask: torch.Tensor | None,
