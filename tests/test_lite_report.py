@@ -71,3 +71,11 @@ def test_the_lead_of_an_open_answer_names_every_confident_layer():
     assert A.what_phrase(both, ZH) == '一个人在用英语说话，内容是"Sit down."，同时还能听到狗叫'
     unsure = report(tags(8, {SPEECH: [0.9] * 8, DOG_BARK: [0.3] * 8}), heard)
     assert "heard too" not in A.what_phrase(unsure) and A.loud_sounds(unsure) == []
+
+
+def test_a_struck_bell_is_a_ding_not_beeps_or_cattle():
+    """YAMNet's Ding (477) and Cowbell (87, filed under Cattle in AudioSet) scored on recorded game-show bells."""
+    ding, cowbell, beep = 477, 87, 475
+    r = report(tags(6, {ding: [0.9, 0.6, 0.01, 0.01, 0.01, 0.01], cowbell: [0.7, 0.01, 0.01, 0.01, 0.01, 0.01]}))
+    assert [s.name for s in r.sounds] == ["a ding"]
+    assert [s.name for s in report(tags(6, {beep: [0.9] * 6})).sounds] == ["beeps"]
