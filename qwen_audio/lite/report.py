@@ -136,7 +136,9 @@ GROUPS: list[tuple[str, str, tuple[int, ...]]] = [
     ("a toilet flushing", SOUND, (368,)),
     ("a whistle", SOUND, (396, 397, 35)),
     ("beeps", SOUND, (475, 476)),
-    ("a ding", SOUND, (477, 87)),  # a bell struck once (and cowbells): recorded game-show bells were named "beeps"
+    # Bells outside music are sounds (a bicycle bell, a game-show ding; YAMNet's Ding had been in "beeps", Cowbell in
+    # "cattle"); while music plays they are the instrument "bells" instead (`make_report`).
+    ("a bell ringing", SOUND, (195, 196, 197, 198, 200, 201, 202, 477, 87)),
     ("a whip", SOUND, (466,)),
     ("a pure tone", SOUND, (495, 496)),
     ("white noise", SOUND, (507, 508, 509, 514, 515)),
@@ -310,6 +312,8 @@ def make_report(samples: np.ndarray, hearing: Hearing, tags: Tags, tagged: bool 
         # Generic names (keyboard, percussion, ...) only when no specific instrument was found.
         specific = [s for s in instruments if s.name not in _GENERIC]
         instruments = specific or instruments
+        if any(i.name == "bells" for i in instruments):
+            sounds = [s for s in sounds if s.name != "a bell ringing"]  # one name for one bell
         genres = sorted(((tags.labels[c], round(float(mean[c]), 3)) for c in GENRES if mean[c] >= 0.05),
                         key=lambda g: -g[1])[:4]
         moods = sorted(((tags.labels[c], round(float(mean[c]), 3)) for c in MOODS if mean[c] >= 0.05),
