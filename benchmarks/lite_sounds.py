@@ -359,6 +359,8 @@ def judge(report, item: Item) -> dict:
 
 # Questions a person asks, with the intent a person expects (English and Chinese): the routing set.
 ROUTES = [
+    ("How loud is it?", "loudness"), ("Which one is louder?", "loudness"), ("这个声音有多大？", "loudness"),
+    ("他多大了？", "speaker"), ("Is the music too loud?", "loudness"),
     ("what is that sound?", "sound"), ("What is it", "sound"), ("这是什么声音？", "sound"), ("What's this?", "sound"),
     ("Recognize the speech", "describe"), ("What is the speaker saying?", "describe"), ("这段音频说了什么？", "describe"),
     ("Transcribe the audio", "describe"), ("what does the second audio say?", "describe"), ("他说了什么", "describe"),

@@ -83,3 +83,21 @@ def test_a_bell_outside_music_is_a_bell_ringing_and_inside_music_the_instrument(
     assert [s.name for s in report(tags(6, {beep: [0.9] * 6})).sounds] == ["beeps"]
     song = report(tags(6, {bicycle_bell: [0.7] * 6, music: [0.9] * 6}))
     assert [i.name for i in song.instruments] == ["bells"] and song.sounds == ()
+
+
+def test_how_loud_is_answered_with_the_measured_level_and_what_a_level_cannot_tell():
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.intent import LOUDNESS, route
+    from qwen_audio.lite.phrases import ZH
+
+    t = tags(8, {})
+    loud = make_report(np.full(16000, 0.5, np.float32), Hearing("transcribe", "", None, 0.0, duration=1.0), t)
+    soft = make_report(np.full(16000, 0.01, np.float32), Hearing("transcribe", "", None, 0.0, duration=1.0), t)
+    assert (loud.loudness_dbfs, loud.peak_dbfs, soft.loudness_dbfs) == (-6.0, -6.0, -40.0)
+    clips = [A.Heard(i, 2, lambda task: None, lambda r=r: r) for i, r in enumerate((loud, soft))]
+    text = A.loudness(clips)
+    assert text.startswith("The first audio is loud: its level is -6 dBFS on average, peaking at -6 dBFS. "
+                           "The second audio is quiet: its level is -40 dBFS")
+    assert "cannot be told" in text
+    assert A.loudness(clips[:1], ZH).startswith("第一段音频很响：平均电平-6 dBFS，峰值-6 dBFS。")
+    assert [route(q).kind for q in ("How loud is it?", "这个声音有多大？", "他多大了？")] == [LOUDNESS, LOUDNESS, "speaker"]

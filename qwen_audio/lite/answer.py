@@ -730,6 +730,24 @@ def lead(clips: Sequence[Heard], p: Phrases = EN) -> str:
     return _clauses([p("is_of", _label(c, p), what_phrase(c.rep, p)) for c in clips], p)
 
 
+LOUD_DBFS, QUIET_DBFS = -20.0, -35.0  # mean levels: the tutorial's glass and piano -18, its speech -22 to -32
+
+
+def loudness(clips: Sequence[Heard], p: Phrases = EN) -> str:
+    """How loud each clip is as recorded (mean and peak level in dBFS, and a word for it), and that the loudness where
+    it was recorded cannot be told from a recording."""
+    out = []
+    for c in clips:
+        r = c.rep
+        kind = ("silent" if r.silent else "loud" if r.loudness_dbfs >= LOUD_DBFS
+                else "quiet" if r.loudness_dbfs < QUIET_DBFS else "moderate")
+        who = _label(c, p)
+        # Whole decibels as ints: a float peak of -0.0 would read "-0 dBFS".
+        out.append(p("loudness", who=who[:1].upper() + who[1:], kind=p(f"loud_{kind}"), mean=round(r.loudness_dbfs),
+                     peak=round(r.peak_dbfs)))
+    return p.sp.join([*out, p("loudness_note")])
+
+
 def compose(intent: I.Intent, question: str, clips: Sequence[Heard]) -> str:
     """The answer to every intent but OPEN (which the LLM writes), in the question's language."""
     p = for_question(question)
@@ -746,6 +764,8 @@ def compose(intent: I.Intent, question: str, clips: Sequence[Heard]) -> str:
         return translate(clips, question, p)
     if k == I.LANGUAGE:
         return language(clips, p)
+    if k == I.LOUDNESS:
+        return loudness(clips, p)
     if k == I.EMOTION:
         return emotion(clips, p)
     if k == I.SPEAKER:

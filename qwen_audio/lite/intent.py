@@ -19,6 +19,7 @@ PERSON = "person"  # find a person's name, with its times
 TRANSLATE = "translate"  # the speech in English
 LANGUAGE = "language"  # which language is spoken
 EMOTION = "emotion"  # voice cues, compared across clips; no emotion label is claimed
+LOUDNESS = "loudness"  # how loud: the recording's level, measured
 SPEAKER = "speaker"  # gender / age: the measured pitch, stated as such
 INSTRUMENT = "instrument"  # which instruments play
 MUSIC = "music"  # is there music, and what kind (instrument, genre and mood tags)
@@ -55,6 +56,10 @@ _CUES: list[tuple[str, float, str]] = [
     (EMOTION, 3.0, r"\b(?:sounds?|sounding|seems?|more|less|is (?:he|she|the speaker)|are they)\b[^?.!]{0,15}"
                    r"\b(?:worried|anxious|scared|afraid|upset|relaxed|cheerful|depressed|stressed)\b"
                    r"|(?:听起来|他|她)[^？。！?]{0,6}(?:担心|焦虑|紧张|害怕|轻松|沮丧|激动)"),
+    # "多大" asks a speaker's age too (他多大了): a loudness cue outweighs it (声音有多大).
+    (LOUDNESS, 3.5, r"\bhow loud\b|\bhow quiet\b|\bloudness\b|\bvolume\b|\bdecibels?\b|\bdbfs\b|\blouder\b|\bquieter\b"
+                    r"|\b(?:is|was) (?:it|this|that|the (?:sound|noise|audio|clip|music)) (?:very |too )?(?:loud|quiet)\b"
+                    r"|音量|响度|分贝|多响|多大声|声音(?:有)?多大|响不响|大声吗|吵不吵|有多吵|更响|更大声|更吵|更轻"),
     (SPEAKER, 3.0, r"\bgender\b|\bhow old\b|\bage of\b|\bmale or female\b|\bman or (?:a )?woman\b|\bboy or (?:a )?girl\b"
                    r"|\bwho is speaking\b|\bis (?:it|this|the speaker) (?:a )?(?:man|woman|male|female|child)\b"
                    r"|性别|男的|女的|男人|女人|男声|女声|年龄|几岁|多大"),
@@ -76,7 +81,7 @@ _CUES: list[tuple[str, float, str]] = [
                 r"|\bfind\b|\blocate\b|\bwhere\b|\bseconds\b|\bhow long\b"
                 r"|什么时候|何时|时间|开始|结束|哪里|在哪|位置|找出|找到|定位|几秒|多久"),
 ]
-PRIORITY = [GROUND, PERSON, TRANSLATE, LANGUAGE, EMOTION, SPEAKER, OPEN, INSTRUMENT, WHEN, MUSIC, DESCRIBE, SOUND]
+PRIORITY = [GROUND, PERSON, TRANSLATE, LANGUAGE, LOUDNESS, EMOTION, SPEAKER, OPEN, INSTRUMENT, WHEN, MUSIC, DESCRIBE, SOUND]
 
 _QUOTED = re.compile(r"[\"“”«»「」『』'‘’]([^\"“”«»「」『』]+?)[\"“”«»「」『』'‘’](?:\s|$|[?.!,？。！，的])")
 _GROUND_WORDS = re.compile(r"\b(?:find|locate|where|when|start|end|timestamp|time|times|position|grounding|seconds)\b"

@@ -208,6 +208,7 @@ class Report:
     tagged: bool = True  # False: no sound tagger was installed, so sounds and music are unknown
     voice: VoiceCues | None = None  # measured in the speech regions
     top: tuple[tuple[str, float], ...] = field(default=(), repr=False)  # the raw top AudioSet classes
+    peak_dbfs: float = -180.0  # the loudest sample, dB relative to full scale
 
     @property
     def has_speech(self) -> bool:
@@ -290,6 +291,7 @@ def make_report(samples: np.ndarray, hearing: Hearing, tags: Tags, tagged: bool 
         hearing = replace(hearing, text="", language=None, language_prob=0.0, words=(), raw_words=(), segments=())
     rms = float(np.sqrt(np.mean(np.asarray(samples, np.float64) ** 2))) if len(samples) else 0.0
     loud = round(20 * np.log10(max(rms, 1e-9)), 1)
+    peak = round(20 * np.log10(max(float(np.max(np.abs(samples))) if len(samples) else 0.0, 1e-9)), 1)
     music_track = probs[:, MUSIC] if len(probs) else np.zeros(0)
     music = float(np.percentile(music_track, 80)) if len(music_track) else 0.0
     sounds, vocal = [], []
@@ -323,7 +325,7 @@ def make_report(samples: np.ndarray, hearing: Hearing, tags: Tags, tagged: bool 
         voice = measure_voice(samples, hearing.regions, hearing.words, hearing.language, hearing.text)
     top = tuple((lbl, round(s, 3)) for lbl, s in tags.top(8))
     return Report(round(duration, 2), hearing, loud, round(speech, 3), round(music, 3), tuple(sounds), tuple(vocal),
-                  tuple(instruments), tuple(genres), tuple(moods), tagged, voice, top)
+                  tuple(instruments), tuple(genres), tuple(moods), tagged, voice, top, peak)
 
 
 _GENERIC = {"keyboard", "percussion", "brass", "woodwinds", "plucked strings", "strings"}
