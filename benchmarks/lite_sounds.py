@@ -361,6 +361,8 @@ def judge(report, item: Item) -> dict:
 ROUTES = [
     ("How loud is it?", "loudness"), ("Which one is louder?", "loudness"), ("这个声音有多大？", "loudness"),
     ("他多大了？", "speaker"), ("Is the music too loud?", "loudness"),
+    ("How long is the audio?", "duration"), ("How long is the second audio?", "duration"), ("这段音频有多长？", "duration"),
+    ("How long does the glass break?", "when"), ("What is the pitch of the voice?", "speaker"),
     ("what is that sound?", "sound"), ("What is it", "sound"), ("这是什么声音？", "sound"), ("What's this?", "sound"),
     ("Recognize the speech", "describe"), ("What is the speaker saying?", "describe"), ("这段音频说了什么？", "describe"),
     ("Transcribe the audio", "describe"), ("what does the second audio say?", "describe"), ("他说了什么", "describe"),

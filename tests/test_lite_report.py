@@ -101,3 +101,18 @@ def test_how_loud_is_answered_with_the_measured_level_and_what_a_level_cannot_te
     assert "cannot be told" in text
     assert A.loudness(clips[:1], ZH).startswith("第一段音频很响：平均电平-6 dBFS，峰值-6 dBFS。")
     assert [route(q).kind for q in ("How loud is it?", "这个声音有多大？", "他多大了？")] == [LOUDNESS, LOUDNESS, "speaker"]
+
+
+def test_how_long_is_answered_with_the_whole_recording_and_what_is_heard_of_it():
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.intent import DURATION, route
+    from qwen_audio.lite.phrases import ZH
+
+    r = report(tags(8, {}))  # 8 patches: 2.64 s heard
+    long = A.Heard(0, 2, lambda task: None, lambda: r, seconds=96.6)
+    short = A.Heard(1, 2, lambda task: None, lambda: r)
+    assert A.duration([long, short]) == ("The first audio is 96.6 seconds long. Questions about it hear its first 3 "
+                                         "seconds. The second audio is 2.6 seconds long.")
+    assert A.duration([short], ZH) == "第二段音频长2.6秒。"
+    assert [route(q).kind for q in ("How long is the second audio?", "这段音频有多长？", "How long does the glass break?")] \
+        == [DURATION, DURATION, "when"]

@@ -35,6 +35,7 @@ class Heard:
     report: Callable[[], Report] | None = None
     # where an English word missing from the transcript sounds as if said (`soundalike.find_by_sound`)
     sounds_like: Callable[[str], "SoundMatch | None"] | None = None
+    seconds: float | None = None  # the whole recording's length (the report covers its first 30 s), when known
 
     @property
     def label(self) -> str:
@@ -748,6 +749,17 @@ def loudness(clips: Sequence[Heard], p: Phrases = EN) -> str:
     return p.sp.join([*out, p("loudness_note")])
 
 
+def duration(clips: Sequence[Heard], p: Phrases = EN) -> str:
+    """How long each clip is (and, past 30 s, that questions about it hear its first 30 s)."""
+    out = []
+    for c in clips:
+        seconds = c.seconds if c.seconds is not None else c.rep.duration
+        who = _label(c, p)
+        text = p("duration", who=who[:1].upper() + who[1:], seconds=f"{seconds:.1f}")
+        out.append(text + (p("duration_heard", f"{c.rep.duration:.0f}") if seconds > c.rep.duration + 0.05 else ""))
+    return p.sp.join(out)
+
+
 def compose(intent: I.Intent, question: str, clips: Sequence[Heard]) -> str:
     """The answer to every intent but OPEN (which the LLM writes), in the question's language."""
     p = for_question(question)
@@ -766,6 +778,8 @@ def compose(intent: I.Intent, question: str, clips: Sequence[Heard]) -> str:
         return language(clips, p)
     if k == I.LOUDNESS:
         return loudness(clips, p)
+    if k == I.DURATION:
+        return duration(clips, p)
     if k == I.EMOTION:
         return emotion(clips, p)
     if k == I.SPEAKER:

@@ -20,6 +20,7 @@ TRANSLATE = "translate"  # the speech in English
 LANGUAGE = "language"  # which language is spoken
 EMOTION = "emotion"  # voice cues, compared across clips; no emotion label is claimed
 LOUDNESS = "loudness"  # how loud: the recording's level, measured
+DURATION = "duration"  # how long a clip is
 SPEAKER = "speaker"  # gender / age: the measured pitch, stated as such
 INSTRUMENT = "instrument"  # which instruments play
 MUSIC = "music"  # is there music, and what kind (instrument, genre and mood tags)
@@ -60,6 +61,12 @@ _CUES: list[tuple[str, float, str]] = [
     (LOUDNESS, 3.5, r"\bhow loud\b|\bhow quiet\b|\bloudness\b|\bvolume\b|\bdecibels?\b|\bdbfs\b|\blouder\b|\bquieter\b"
                     r"|\b(?:is|was) (?:it|this|that|the (?:sound|noise|audio|clip|music)) (?:very |too )?(?:loud|quiet)\b"
                     r"|音量|响度|分贝|多响|多大声|声音(?:有)?多大|响不响|大声吗|吵不吵|有多吵|更响|更大声|更吵|更轻"),
+    # A clip's length; "how long does the glass break" is WHEN's (a sound's times).
+    (DURATION, 3.5, r"\bhow long is (?:the |this |that |each )?(?:\w+ )?(?:audio|clip|recording|file|track|it)\b"
+                    r"|\b(?:length|duration) of (?:the|this|that|each) (?:audio|clip|recording|file)\b"
+                    r"|\bwhich (?:one|clip|audio|recording) is (?:longer|shorter)\b|\bhow many seconds\b"
+                    r"|(?:音频|录音|这段|片段)[^？?，,]{0,4}(?:多长|多久|几秒|时长)|时长"),
+    (SPEAKER, 3.0, r"\bpitch\b|音高|音调"),
     (SPEAKER, 3.0, r"\bgender\b|\bhow old\b|\bage of\b|\bmale or female\b|\bman or (?:a )?woman\b|\bboy or (?:a )?girl\b"
                    r"|\bwho is speaking\b|\bis (?:it|this|the speaker) (?:a )?(?:man|woman|male|female|child)\b"
                    r"|性别|男的|女的|男人|女人|男声|女声|年龄|几岁|多大"),
@@ -79,9 +86,11 @@ _CUES: list[tuple[str, float, str]] = [
     (WHEN, 2.0, r"\bwhen\b|\bwhat time\b|\bat what point\b|\btimestamps?\b|\bstart(?:s|ing)? (?:time|at)\b"
                 r"|\bend(?:s|ing)? (?:time|at)\b"
                 r"|\bfind\b|\blocate\b|\bwhere\b|\bseconds\b|\bhow long\b"
-                r"|什么时候|何时|时间|开始|结束|哪里|在哪|位置|找出|找到|定位|几秒|多久"),
+                r"|\bhow many times\b|\bhow often\b"
+                r"|什么时候|何时|时间|开始|结束|哪里|在哪|位置|找出|找到|定位|几秒|多久|多少次|几次"),
 ]
-PRIORITY = [GROUND, PERSON, TRANSLATE, LANGUAGE, LOUDNESS, EMOTION, SPEAKER, OPEN, INSTRUMENT, WHEN, MUSIC, DESCRIBE, SOUND]
+PRIORITY = [GROUND, PERSON, TRANSLATE, LANGUAGE, LOUDNESS, DURATION, EMOTION, SPEAKER, OPEN, INSTRUMENT, WHEN, MUSIC,
+            DESCRIBE, SOUND]
 
 _QUOTED = re.compile(r"[\"“”«»「」『』'‘’]([^\"“”«»「」『』]+?)[\"“”«»「」『』'‘’](?:\s|$|[?.!,？。！，的])")
 _GROUND_WORDS = re.compile(r"\b(?:find|locate|where|when|start|end|timestamp|time|times|position|grounding|seconds)\b"

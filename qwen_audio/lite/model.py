@@ -13,6 +13,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Callable
 
 from ..audio import Clip, ClipStore, source_key
@@ -186,9 +187,9 @@ class LiteModel(Backend):
         intent = I.route(question)
         picked = I.clip_refs(question, len(decoded)) if decoded else []
         clips = [A.Heard(i, len(decoded), self._hearer(*decoded[i]), self._reporter(*decoded[i]),
-                         self._sound_finder(*decoded[i])) for i in picked]
+                         self._sound_finder(*decoded[i]), decoded[i][1].duration) for i in picked]
         if len(picked) == 1 and len(decoded) > 1:  # "the second audio": answer as for one clip
-            clips = [A.Heard(0, 1, clips[0].hear, clips[0].report, clips[0].sounds_like)]
+            clips = [replace(clips[0], index=0, count=1)]
         if clips and A.unknowable(question):  # who plays, where it was recorded: the LLM invents such things
             p = for_question(question)
             yield (A.lead(clips, p) + "\n" if new_clips(conversation) else "") + p("unknowable")

@@ -168,6 +168,8 @@ EN = Phrases("en", {
     "rate:characters/s": "characters/s",
     "level": "the level is {0:.0f} dBFS",
     "loudness": "{who} is {kind}: its level is {mean} dBFS on average, peaking at {peak} dBFS.",
+    "duration": "{who} is {seconds} seconds long.",
+    "duration_heard": " Questions about it hear its first {0} seconds.",
     "loud_loud": "loud", "loud_moderate": "moderately loud", "loud_quiet": "quiet", "loud_silent": "silent",
     "loudness_note": ("These are levels of the recording: how loud it was where it was recorded cannot be told from them "
                       "(that depends on the distance and the recording's gain)."),
@@ -349,6 +351,8 @@ ZH = Phrases("zh", {
     "rate:characters/s": "字/秒",
     "level": "音量为{0:.0f} dBFS",
     "loudness": "{who}{kind}：平均电平{mean} dBFS，峰值{peak} dBFS。",
+    "duration": "{who}长{seconds}秒。",
+    "duration_heard": "关于它的问题只听它的前{0}秒。",
     "loud_loud": "很响", "loud_moderate": "音量适中", "loud_quiet": "很轻", "loud_silent": "是静音",
     "loudness_note": "这是录音本身的响度；录音现场实际有多响无法从录音判断（取决于距离和录音增益）。",
     "no_voice": "没有听到可以分析的说话声；这是{0}。",
