@@ -3,14 +3,15 @@
 One batch runs at a time. A thread that asks while one runs leaves its items and waits; when the batch ends,
 one waiting thread runs everything that arrived meanwhile, grouped as the caller said (clips that may share
 a batch: for Qwen-Audio those padded to the same length), and hands each thread its results. So requests
-that arrive together are encoded together, and no two encoder passes compete for the same cores (on a small
-CPU two OpenMP teams at once are slower than one after the other).
+that arrive together are encoded together: on a GPU, where one clip leaves most of the chip idle. (On a CPU
+the engine does not use it: each request encoding on its own thread was measured faster,
+benchmarks/encoder_batch.py.)
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Generic, Hashable, Sequence, TypeVar
 
 Item = TypeVar("Item")
@@ -24,7 +25,6 @@ class _Job(Generic[Item, Result]):
     results: list[Result] | None = None
     error: BaseException | None = None
     done: bool = False
-    batch_size: int = field(default=0)  # items in the batch that computed this job's (for tests and benchmarks)
 
 
 class Batcher(Generic[Item, Result]):
@@ -90,7 +90,7 @@ class Batcher(Generic[Item, Result]):
             at = 0
             for job in batch:
                 job.results = results[at: at + len(job.items)] if error is None else None
-                job.error, job.done, job.batch_size = error, True, len(items)
+                job.error, job.done = error, True
                 at += len(job.items)
 
     @staticmethod

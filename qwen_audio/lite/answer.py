@@ -173,6 +173,12 @@ def _label(c: Heard, p: Phrases = EN) -> str:
     return p.label(c.index, c.count)
 
 
+def _subject(c: Heard, p: Phrases = EN) -> str:
+    """The clip's label opening a sentence: 'The first audio' / '第一段音频'."""
+    label = _label(c, p)
+    return label[:1].upper() + label[1:]
+
+
 def _where(c: Heard, n: int, p: Phrases, key: str = "where") -> str:
     """'In the first audio, ' (or the `key` form) when several clips are answered; '' for one."""
     return p(key, _label(c, p)) if n > 1 else ""
@@ -742,9 +748,8 @@ def loudness(clips: Sequence[Heard], p: Phrases = EN) -> str:
         r = c.rep
         kind = ("silent" if r.silent else "loud" if r.loudness_dbfs >= LOUD_DBFS
                 else "quiet" if r.loudness_dbfs < QUIET_DBFS else "moderate")
-        who = _label(c, p)
         # Whole decibels as ints: a float peak of -0.0 would read "-0 dBFS".
-        out.append(p("loudness", who=who[:1].upper() + who[1:], kind=p(f"loud_{kind}"), mean=round(r.loudness_dbfs),
+        out.append(p("loudness", who=_subject(c, p), kind=p(f"loud_{kind}"), mean=round(r.loudness_dbfs),
                      peak=round(r.peak_dbfs)))
     return p.sp.join([*out, p("loudness_note")])
 
@@ -754,8 +759,7 @@ def duration(clips: Sequence[Heard], p: Phrases = EN) -> str:
     out = []
     for c in clips:
         seconds = c.seconds if c.seconds is not None else c.rep.duration
-        who = _label(c, p)
-        text = p("duration", who=who[:1].upper() + who[1:], seconds=f"{seconds:.1f}")
+        text = p("duration", who=_subject(c, p), seconds=f"{seconds:.1f}")
         out.append(text + (p("duration_heard", f"{c.rep.duration:.0f}") if seconds > c.rep.duration + 0.05 else ""))
     return p.sp.join(out)
 
