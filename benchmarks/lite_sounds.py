@@ -363,6 +363,7 @@ ROUTES = [
     ("他多大了？", "speaker"), ("Is the music too loud?", "loudness"),
     ("How long is the audio?", "duration"), ("How long is the second audio?", "duration"), ("这段音频有多长？", "duration"),
     ("How long does the glass break?", "when"), ("What is the pitch of the voice?", "speaker"),
+    ("Is she singing?", "sound"), ("Does a bell ring?", "sound"),
     ("what is that sound?", "sound"), ("What is it", "sound"), ("这是什么声音？", "sound"), ("What's this?", "sound"),
     ("Recognize the speech", "describe"), ("What is the speaker saying?", "describe"), ("这段音频说了什么？", "describe"),
     ("Transcribe the audio", "describe"), ("what does the second audio say?", "describe"), ("他说了什么", "describe"),

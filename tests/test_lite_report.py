@@ -116,3 +116,17 @@ def test_how_long_is_answered_with_the_whole_recording_and_what_is_heard_of_it()
     assert A.duration([short], ZH) == "第二段音频长2.6秒。"
     assert [route(q).kind for q in ("How long is the second audio?", "这段音频有多长？", "How long does the glass break?")] \
         == [DURATION, DURATION, "when"]
+
+
+def test_a_yes_no_question_about_a_named_sound_is_answered_from_the_report():
+    """'Is she singing?' had gone to the LLM (no cue); now the report answers whether it heard singing."""
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.intent import SOUND, mentioned_sounds, route
+
+    assert [route(q).kind for q in ("Is she singing?", "Does a bell ring?", "Is it good?")] == [SOUND, SOUND, "open"]
+    assert mentioned_sounds("Is the phone ringing?") == ["a telephone ringing"]
+    assert mentioned_sounds("Does a bell ring?") == ["a bell ringing"]
+    bark = report(tags(6, {DOG_BARK: [0.8] * 6}))
+    clip = [A.Heard(0, 1, lambda task: None, lambda: bark)]
+    assert A.what_is(clip, "Is she singing?").startswith("No, I don't hear singing")
+    assert A.what_is(clip, "Does a dog bark?").startswith("Yes")

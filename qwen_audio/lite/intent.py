@@ -97,6 +97,14 @@ _GROUND_WORDS = re.compile(r"\b(?:find|locate|where|when|start|end|timestamp|tim
                            r"|找|时间|开始|结束|哪里|在哪|位置|定位|几秒|什么时候", re.I)
 
 
+_YES_NO = re.compile(r"\s*(?:is|are|was|were|does|do|did|can you hear|could you hear)\b", re.I)
+
+
+def yes_no(question: str) -> bool:
+    """Whether `question` is an English yes/no question ("Is she singing?", "Does a bell ring?")."""
+    return bool(_YES_NO.match(question))
+
+
 @dataclass(frozen=True)
 class Intent:
     kind: str  # one of the constants above
@@ -124,6 +132,9 @@ def route(question: str) -> Intent:
         return Intent(GROUND, m.group(1))
     s = scores(q)
     if not s:
+        # "Is she singing?", "Does a bell ring?": a yes/no question about a sound the report names, not an open one.
+        if yes_no(q) and mentioned_sounds(q):
+            return Intent(SOUND)
         return Intent(OPEN)
     best = max(s.values())
     kind = next(k for k in PRIORITY if s.get(k) == best)
@@ -182,7 +193,8 @@ SOUND_WORDS: dict[str, str] = {
     "wind": r"\bwind\b|风",
     "a siren": r"\bsiren|警笛",
     "an alarm": r"\balarm|警报|闹钟",
-    "a telephone ringing": r"\bphone|\bring(?:s|ing)?\b|电话|铃",
+    "a bell ringing": r"\bbells?\b|\bding|\bring(?:s|ing)?\b|铃声|钟声|铃",
+    "a telephone ringing": r"\bphones?\b|\btelephone|\bring(?:s|ing)?\b|电话",
     "a doorbell": r"\bdoorbell|门铃",
     "knocking": r"\bknock|敲门|敲",
     "a door": r"\bdoors?\b|门",
@@ -216,4 +228,7 @@ SOUND_WORDS: dict[str, str] = {
 def mentioned_sounds(question: str) -> list[str]:
     """Names of the report's sound groups that `question` asks about, in SOUND_WORDS order."""
     low = question.lower()
-    return [name for name, pattern in SOUND_WORDS.items() if re.search(pattern, low)]
+    names = [name for name, pattern in SOUND_WORDS.items() if re.search(pattern, low)]
+    if "a bell ringing" in names and "a telephone ringing" in names:  # "ring" alone: one of them, by the noun
+        names.remove("a bell ringing" if re.search(r"\bphones?\b|\btelephone|电话", low) else "a telephone ringing")
+    return names
