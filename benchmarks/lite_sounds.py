@@ -391,4 +391,7 @@ ROUTES = [
     ("Is he speaking in Spanish?", "language"), ("Which of the two sounds more worried?", "emotion"),
     ("她听起来很担心吗？", "emotion"), ("Should I be worried?", "open"), ("我该担心吗？", "open"),
     ("这个声音危险吗？我该怎么做？", "open"),
+    ("How many people are speaking?", "speaker"), ("这段音频里有几个人说话？", "speaker"), ("Is the voice male?", "speaker"),
+    ("Is the music happy or sad?", "music"), ("这首歌听起来开心还是难过？", "music"),
+    ("Does the speaker sound tired?", "emotion"), ("Count the barks.", "when"), ("数一数狗叫了几次", "when"),
 ]

@@ -130,3 +130,38 @@ def test_a_yes_no_question_about_a_named_sound_is_answered_from_the_report():
     clip = [A.Heard(0, 1, lambda task: None, lambda: bark)]
     assert A.what_is(clip, "Is she singing?").startswith("No, I don't hear singing")
     assert A.what_is(clip, "Does a dog bark?").startswith("Yes")
+
+
+def test_how_many_people_speak_says_lite_cannot_tell_voices_apart():
+    """'How many people are speaking?' had gone to the LLM, which said "one person" from a transcript it was given."""
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.intent import SPEAKER, asks_speaker_count, route
+    from qwen_audio.lite.phrases import ZH
+
+    questions = ("How many people are speaking?", "这段音频里有几个人说话？", "What is the number of speakers?")
+    assert [route(q).kind for q in questions] == [SPEAKER] * 3 and all(map(asks_speaker_count, questions))
+    assert not asks_speaker_count("Is the speaker a man or a woman?")
+    r = report(tags(8, {}))  # no voice measured
+    clip = [A.Heard(0, 1, lambda task: None, lambda: r)]
+    assert A.compose(route(questions[0]), questions[0], clip).startswith(
+        "The lite model does not tell voices apart, so it cannot say how many people speak. The audio has no voice")
+    assert A.compose(route(questions[1]), questions[1], clip).startswith("lite模型不能区分不同的说话人")
+    assert "cannot say how many" not in A.compose(route("Is it a man?"), "Is it a man?", clip)
+    assert A.speaker(clip, ZH, count=True).startswith("lite模型不能区分")
+
+
+def test_the_mood_of_music_is_the_taggers_mood_tags_or_says_there_are_none():
+    """'Is the music happy or sad?' had gone to the voice cues (which found no voice); a voice's mood stays there."""
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.intent import EMOTION, MUSIC, route
+
+    music, piano, happy = 132, 153, 271
+    assert [route(q).kind for q in ("Is the music happy or sad?", "这首歌听起来开心还是难过？", "Does she sound happy?",
+                                    "Does the speaker sound tired?")] == [MUSIC, MUSIC, EMOTION, EMOTION]
+    plain = report(tags(8, {music: [0.9] * 8, piano: [0.5] * 8}))
+    merry = report(tags(8, {music: [0.9] * 8, piano: [0.5] * 8, happy: [0.4] * 8}))
+    ask = "Is the music happy or sad?"
+    assert "no mood tag" in A.music([A.Heard(0, 1, lambda task: None, lambda: plain)], question=ask)
+    said = A.music([A.Heard(0, 1, lambda task: None, lambda: merry)], question=ask)
+    assert "mood tags: class 271 (0.40)" in said and "no mood tag" not in said
+    assert "mood" not in A.music([A.Heard(0, 1, lambda task: None, lambda: plain)], question="What kind of music is this?")

@@ -232,6 +232,8 @@ def instruments(clips: Sequence[Heard], p: Phrases = EN) -> str:
 
 # Tempo is not measured (an onset-autocorrelation estimate was tried and could not be checked): said when asked.
 _TEMPO = re.compile(r"\btempo\b|\bbpm\b|\bbeats? per\b|\bfast\b|\bslow\b|\bspeed\b|\bpace\b|节奏|快慢|速度|节拍|多快", re.I)
+_MOOD = re.compile(r"\bmood|\bemotion|\bhappy\b|\bsad\b|\bcheerful|\bjoyful|\bmelanchol|\bfeel|情绪|情感|心情|开心|高兴|难过"
+                   r"|伤心|悲伤|欢快", re.I)
 
 
 def music(clips: Sequence[Heard], p: Phrases = EN, question: str = "") -> str:
@@ -254,6 +256,8 @@ def music(clips: Sequence[Heard], p: Phrases = EN, question: str = "") -> str:
             text += p.sp + p("genres", p.join([p("paren", p.tag(g), f"{s:.2f}") for g, s in r.genres[:3]]))
         if r.moods:
             text += p.sp + p("moods", p.join([p("paren", p.tag(m), f"{s:.2f}") for m, s in r.moods]))
+        elif _MOOD.search(question):
+            text += p.sp + p("no_mood")
         out.append(_sentence(text))
     if _TEMPO.search(question) and any(c.rep.has_music for c in clips):
         out.append(p("no_tempo"))
@@ -645,9 +649,10 @@ def _compare_voices(voiced, p: Phrases = EN) -> str:
     return text + p.sp + _sentence(_says([c1, c2], p)) + p.stop
 
 
-def speaker(clips: Sequence[Heard], p: Phrases = EN) -> str:
-    """The measured pitch and the range it is typical of; the lite model does not identify speakers."""
-    out = []
+def speaker(clips: Sequence[Heard], p: Phrases = EN, count: bool = False) -> str:
+    """The measured pitch and the range it is typical of; the lite model does not identify speakers, nor (asked how
+    many people speak: `count`) tell voices apart."""
+    out = [p("speaker_count")] if count else []
     for c in clips:
         r = c.rep
         where = _where(c, len(clips), p)
@@ -788,7 +793,7 @@ def compose(intent: I.Intent, question: str, clips: Sequence[Heard]) -> str:
     if k == I.EMOTION:
         return emotion(clips, p)
     if k == I.SPEAKER:
-        return speaker(clips, p)
+        return speaker(clips, p, I.asks_speaker_count(question))
     if k == I.INSTRUMENT:
         return instruments(clips, p)
     if k == I.MUSIC:

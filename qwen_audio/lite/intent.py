@@ -28,6 +28,9 @@ SOUND = "sound"  # what is it: speech, music, or named sound events with times
 DESCRIBE = "describe"  # transcription in the tutorial's "The speech is of ..." style
 OPEN = "open"  # anything else: the LLM, told the clips' reports
 
+_SPEAKER_COUNT = (r"\bhow many (?:people|persons|speakers|voices|men|women|different voices)\b"
+                  r"|\bnumber of (?:speakers|people|voices)\b|几个人|多少人|几位|几个说话")
+
 # (intent, weight, pattern). Scores add up per intent; the highest wins, ties go to the earlier
 # intent in PRIORITY. English patterns are matched on the lower-cased question.
 _CUES: list[tuple[str, float, str]] = [
@@ -55,7 +58,8 @@ _CUES: list[tuple[str, float, str]] = [
                    r"|\bexcited\b|\bcalm\b|\bnervous\b|情绪|情感|心情|语气|开心|高兴|难过|伤心|生气|态度|感情"),
     # States a listener may be in too ("should I be worried?" is advice): only of how someone sounds or is.
     (EMOTION, 3.0, r"\b(?:sounds?|sounding|seems?|more|less|is (?:he|she|the speaker)|are they)\b[^?.!]{0,15}"
-                   r"\b(?:worried|anxious|scared|afraid|upset|relaxed|cheerful|depressed|stressed)\b"
+                   r"\b(?:worried|anxious|scared|afraid|upset|relaxed|cheerful|depressed|stressed|tired|sleepy|bored"
+                   r"|energetic|confident|friendly|serious|sarcastic|sincere)\b"
                    r"|(?:听起来|他|她)[^？。！?]{0,6}(?:担心|焦虑|紧张|害怕|轻松|沮丧|激动)"),
     # "多大" asks a speaker's age too (他多大了): a loudness cue outweighs it (声音有多大).
     (LOUDNESS, 3.5, r"\bhow loud\b|\bhow quiet\b|\bloudness\b|\bvolume\b|\bdecibels?\b|\bdbfs\b|\blouder\b|\bquieter\b"
@@ -66,9 +70,17 @@ _CUES: list[tuple[str, float, str]] = [
                     r"|\b(?:length|duration) of (?:the|this|that|each) (?:audio|clip|recording|file)\b"
                     r"|\bwhich (?:one|clip|audio|recording) is (?:longer|shorter)\b|\bhow many seconds\b"
                     r"|(?:音频|录音|这段|片段)[^？?，,]{0,4}(?:多长|多久|几秒|时长)|时长"),
+    # Happy or sad music is the music's mood tags, not a voice's cues ("Is the music happy or sad?").
+    (MUSIC, 2.0, r"\b(?:music|song|melody|tune)\b[^?.!]{0,30}\b(?:happy|sad|cheerful|joyful|melanchol\w*|emotions?|feel)\b"
+                 r"|\b(?:happy|sad|cheerful|joyful|melanchol\w*|emotions?|feel)\b[^?.!]{0,30}\b(?:music|song|melody|tune)\b"
+                 r"|(?:音乐|歌|曲子)[^？?。]{0,10}(?:开心|高兴|难过|伤心|悲伤|欢快|情绪|情感)"
+                 r"|(?:开心|高兴|难过|伤心|悲伤|欢快|情绪|情感)[^？?。]{0,10}(?:音乐|歌|曲子)"),
     (SPEAKER, 3.0, r"\bpitch\b|音高|音调"),
+    # How many speak: lite does not tell voices apart, and says so (`asks_speaker_count`); the LLM said "one person".
+    (SPEAKER, 3.5, _SPEAKER_COUNT),
     (SPEAKER, 3.0, r"\bgender\b|\bhow old\b|\bage of\b|\bmale or female\b|\bman or (?:a )?woman\b|\bboy or (?:a )?girl\b"
-                   r"|\bwho is speaking\b|\bis (?:it|this|the speaker) (?:a )?(?:man|woman|male|female|child)\b"
+                   r"|\bwho is speaking\b|\bis (?:it|this|the speaker|the voice|the person|he|she) (?:a )?(?:man|woman|male"
+                   r"|female|child)\b|\b(?:male|female) (?:voice|speaker)\b"
                    r"|性别|男的|女的|男人|女人|男声|女声|年龄|几岁|多大"),
     (SPEAKER, 0.5, r"\bspeaker\b|说话人|说话的人"),
     (INSTRUMENT, 3.0, r"\binstrument|\bpiano\b|\bguitar\b|\bviolin\b|\bdrums?\b|\bplayed on\b|\bwhat is playing\b"
@@ -86,8 +98,8 @@ _CUES: list[tuple[str, float, str]] = [
     (WHEN, 2.0, r"\bwhen\b|\bwhat time\b|\bat what point\b|\btimestamps?\b|\bstart(?:s|ing)? (?:time|at)\b"
                 r"|\bend(?:s|ing)? (?:time|at)\b"
                 r"|\bfind\b|\blocate\b|\bwhere\b|\bseconds\b|\bhow long\b"
-                r"|\bhow many times\b|\bhow often\b"
-                r"|什么时候|何时|时间|开始|结束|哪里|在哪|位置|找出|找到|定位|几秒|多久|多少次|几次"),
+                r"|\bhow many times\b|\bhow often\b|\bcount (?:the|how)\b"
+                r"|什么时候|何时|时间|开始|结束|哪里|在哪|位置|找出|找到|定位|几秒|多久|多少次|几次|数一数|数一下"),
 ]
 PRIORITY = [GROUND, PERSON, TRANSLATE, LANGUAGE, LOUDNESS, DURATION, EMOTION, SPEAKER, OPEN, INSTRUMENT, WHEN, MUSIC,
             DESCRIBE, SOUND]
@@ -98,6 +110,11 @@ _GROUND_WORDS = re.compile(r"\b(?:find|locate|where|when|start|end|timestamp|tim
 
 
 _YES_NO = re.compile(r"\s*(?:is|are|was|were|does|do|did|can you hear|could you hear)\b", re.I)
+
+
+def asks_speaker_count(question: str) -> bool:
+    """Whether `question` asks how many people speak ("How many people are speaking?", 有几个人说话)."""
+    return bool(re.search(_SPEAKER_COUNT, question.lower()))
 
 
 def yes_no(question: str) -> bool:

@@ -124,6 +124,8 @@ EN = Phrases("en", {
     "no_music": "There is no music in this audio; it is {0}.",
     "genres": "Its genre tags are {0}.",
     "moods": "The tagger's mood tags: {0}.",
+    "no_mood": "The tagger gives it no mood tag (it has six: happy, sad, tender, exciting, angry and scary music), so I "
+               "cannot say which mood it has.",
     "no_tempo": "The lite model does not measure tempo, so it cannot say how fast the music is.",
     "says": "the speech says: {0}",
     "no_speech_in_it": "and I hear no speech in it",
@@ -189,6 +191,7 @@ EN = Phrases("en", {
     "pitch_woman": "typical of a woman's or a child's voice (about 165-255 Hz for women)",
     "pitch_between": "between the ranges typical of men's and women's voices",
     "pitch_guess": "This is a guess from pitch alone; the lite model does not recognise speakers.",
+    "speaker_count": "The lite model does not tell voices apart, so it cannot say how many people speak.",
     "no_tagger": "Naming sounds, instruments and music needs the lite model's sound tagger, which is not installed ({0}).",
     # Neutral about how a clip is given: the tutorial's strings, structured messages and HTTP clients all read it.
     "no_audio": "There is no audio in this conversation yet: ask again with a clip beside the question.",
@@ -309,6 +312,7 @@ ZH = Phrases("zh", {
     "no_music": "这段音频里没有音乐；这是{0}。",
     "genres": "风格标签有{0}。",
     "moods": "标注器给出的音乐情绪标签：{0}。",
+    "no_mood": "标注器没有给出音乐情绪标签（它有六种：欢快、悲伤、温柔、激动、愤怒和恐怖的音乐），所以我无法判断它的情绪。",
     "no_tempo": "lite模型不测量节奏，所以无法判断音乐的快慢。",
     "says": "语音内容是{0}",
     "no_speech_in_it": "这段音频里没有听到说话声",
@@ -370,6 +374,7 @@ ZH = Phrases("zh", {
     "pitch_woman": "是女性或儿童声音常见的音高（女性约165-255 Hz）",
     "pitch_between": "介于男性和女性声音常见的音高之间",
     "pitch_guess": "这只是根据音高做出的猜测；lite模型不能识别说话人。",
+    "speaker_count": "lite模型不能区分不同的说话人，所以无法判断有几个人在说话。",
     "no_tagger": "识别声音、乐器和音乐需要lite模型的声音标注器，但它没有安装（{0}）。",
     "no_audio": "这段对话里还没有音频：请把音频和问题一起发来。",
     "no_llm": ("开放式问题需要lite模型的语言模型，但它没有安装（{0}）；没有它，lite模型也能转写、翻译，识别语言、声音、"
