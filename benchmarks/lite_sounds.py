@@ -394,4 +394,8 @@ ROUTES = [
     ("How many people are speaking?", "speaker"), ("这段音频里有几个人说话？", "speaker"), ("Is the voice male?", "speaker"),
     ("Is the music happy or sad?", "music"), ("这首歌听起来开心还是难过？", "music"),
     ("Does the speaker sound tired?", "emotion"), ("Count the barks.", "when"), ("数一数狗叫了几次", "when"),
+    ("What animal is this?", "sound"), ("Can you describe this audio?", "sound"), ("What's going on here?", "sound"),
+    ("她在笑吗？", "sound"), ("有人在哭吗？", "sound"), ("What are the lyrics?", "describe"), ("请把这段话写下来", "describe"),
+    ("What is the speaker's accent?", "language"), ("说话人的口音是哪里的？", "language"),
+    ("How fast is he talking?", "emotion"), ("他说话快吗？", "emotion"),
 ]

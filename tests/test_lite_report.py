@@ -165,3 +165,28 @@ def test_the_mood_of_music_is_the_taggers_mood_tags_or_says_there_are_none():
     said = A.music([A.Heard(0, 1, lambda task: None, lambda: merry)], question=ask)
     assert "mood tags: class 271 (0.40)" in said and "no mood tag" not in said
     assert "mood" not in A.music([A.Heard(0, 1, lambda task: None, lambda: plain)], question="What kind of music is this?")
+
+
+def test_what_no_sound_can_tell_accents_and_chinese_yes_no_questions_are_answered_from_the_report():
+    """Composers, song titles, a speaker's name or home had gone to the LLM (which invents them) or to the pitch
+    answer; an accent to the pitch answer; 她在笑吗 to the LLM."""
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.intent import DESCRIBE, LANGUAGE, SOUND, route, yes_no
+
+    for q in ("Who composed this?", "这首曲子是谁写的？", "What's the speaker's name?", "这个人是哪里人？",
+              "What's the name of this song?", "这是哪首歌？", "Where is she from?"):
+        assert A.unknowable(q), q
+    assert not A.unknowable("What is the name of the person mentioned?")  # a name said in the speech: found there
+    assert route("What is the name of the person mentioned?").kind == "person"
+    assert [route(q).kind for q in ("What are the lyrics?", "请把这段话写下来", "写一个故事")] == [DESCRIBE, DESCRIBE, "open"]
+    words = (Word("Sit", 0.2, 0.5, 0.9), Word("down.", 0.5, 0.9, 0.9))
+    heard = Hearing("transcribe", "Sit down.", "en", 0.9, words, ((0.0, 1.0),), 1.9)
+    r = report(tags(8, {SPEECH: [0.9] * 8}), heard)
+    clip = [A.Heard(0, 1, lambda task: heard, lambda: r)]
+    q = "What is the speaker's accent?"
+    assert route(q).kind == LANGUAGE
+    assert A.compose(route(q), q, clip) == ("The speech is in English. Whisper names the language only: the lite model "
+                                            "does not tell accents or dialects apart.")
+    assert "accent" not in A.compose(route("What language is it?"), "What language is it?", clip)
+    assert yes_no("她在笑吗？") and route("她在笑吗？").kind == SOUND and not yes_no("这是什么声音？")
+    assert A.compose(route("她在笑吗？"), "她在笑吗？", clip).startswith("没有，听不到笑声")

@@ -294,18 +294,21 @@ def _says(clips: Sequence[Heard], p: Phrases = EN) -> str:
     return p.clause.join(parts)
 
 
-def language(clips: Sequence[Heard], p: Phrases = EN) -> str:
+def language(clips: Sequence[Heard], p: Phrases = EN, accent: bool = False) -> str:
+    """The language Whisper detects in each clip; asked for an accent or dialect (`accent`), that Whisper names
+    only the language."""
+    note = p.sp + p("accent_note") if accent else ""
     if len(clips) == 1:
         tr = clips[0].hear("transcribe")
         if not tr.has_speech:
             return p("no_language")
-        return p("language", p.language(tr.language))
+        return p("language", p.language(tr.language)) + note
     parts = []
     for c in clips:
         tr = c.hear("transcribe")
         parts.append(p("label_language", _label(c, p), p.language(tr.language)) if tr.has_speech
                      else p("label_without_speech", _label(c, p)))
-    return _clauses(parts, p)
+    return _clauses(parts, p) + note
 
 
 _LANGUAGES = r"(chinese|mandarin|spanish|french|german|japanese|korean|italian|russian|portuguese|arabic)"
@@ -714,10 +717,14 @@ def llm_context(clips: Sequence[Heard], story: bool = False) -> str:
 # "John Doe ... New York City", and still did when the prompt said such things cannot be told: lite answers these
 # itself (`phrases` "unknowable").
 _UNKNOWABLE = re.compile(
-    r"\b(?:(?:what is )?the name of the|who (?:is|was) (?:the )?(?:playing|singing|pianist|player|singer|"
+    r"\b(?:(?:what is )?the name of the (?!person|people)|who (?:is|was) (?:the )?(?:playing|singing|pianist|player|singer|"
     r"performer|composer|band)|which (?:city|country|place|studio|year|venue)|where (?:was|is) (?:this|it) recorded|"
-    r"when was (?:this|it) recorded|phone number|e-?mail address|home address)\b|是谁(?:弹|唱|演奏)|在哪里录|哪一年录|"
-    r"电话号码|地址", re.I)
+    r"when was (?:this|it) recorded|phone number|e-?mail address|home address|(?:the )?speaker'?s name|name of the speaker"
+    r"|who (?:composed|wrote|sang|sings|plays|played|performs|performed) (?:this|it|the)|what(?:'s| is) (?:this|the) "
+    r"(?:song|piece|track) called|(?:the )?name of (?:this|the) (?:song|piece|track)|which (?:song|piece) is (?:this|it)"
+    r"|where (?:is|are|was|were) (?:he|she|they|the speaker|the person) from)\b"
+    r"|是谁(?:弹|唱|演奏)|谁(?:写|唱|弹|作曲|演奏)的|作曲家是谁|在哪里录|哪一年录|电话号码|地址"
+    r"|哪首歌|什么歌|歌名|曲名|哪里人", re.I)
 
 
 def unknowable(question: str) -> bool:
@@ -785,7 +792,7 @@ def compose(intent: I.Intent, question: str, clips: Sequence[Heard]) -> str:
     if k == I.TRANSLATE:
         return translate(clips, question, p)
     if k == I.LANGUAGE:
-        return language(clips, p)
+        return language(clips, p, I.asks_accent(question))
     if k == I.LOUDNESS:
         return loudness(clips, p)
     if k == I.DURATION:

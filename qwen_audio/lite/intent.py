@@ -28,6 +28,7 @@ SOUND = "sound"  # what is it: speech, music, or named sound events with times
 DESCRIBE = "describe"  # transcription in the tutorial's "The speech is of ..." style
 OPEN = "open"  # anything else: the LLM, told the clips' reports
 
+_ACCENT = r"\baccents?\b|\bdialect\b|\b(?:british|american|australian|irish|scottish) or\b|口音|方言"
 _SPEAKER_COUNT = (r"\bhow many (?:people|persons|speakers|voices|men|women|different voices)\b"
                   r"|\bnumber of (?:speakers|people|voices)\b|几个人|多少人|几位|几个说话")
 
@@ -46,6 +47,8 @@ _CUES: list[tuple[str, float, str]] = [
     (TRANSLATE, 3.0, r"\btranslat|\bin english\b|翻译|译成|译为|用英语|英文怎么说|(?:中文|汉语)怎么说|中文意思"
                      r"|\b(?:say|says|saying|said|mean|means)\b[^?.!]{0,20}\bin (?:chinese|mandarin|spanish|french|german"
                      r"|japanese|korean|italian|russian|portuguese|arabic)\b"),
+    # An accent or dialect: Whisper names the language only, which the answer says (`asks_accent`).
+    (LANGUAGE, 3.5, _ACCENT),
     (LANGUAGE, 3.0, r"\b(?:what|which) (?:language|languages|dialect)\b|\blanguage (?:is|was) (?:it|this|spoken|used)\b"
                     r"|\bidentify the language\b|\bwhat is the language\b|语言|语种|方言|哪国话|什么话|哪种话"
                     r"|\b(?:speaking|spoken|speak|talking|talk|said|sung|singing) in (?:english|chinese|mandarin|cantonese"
@@ -61,6 +64,9 @@ _CUES: list[tuple[str, float, str]] = [
                    r"\b(?:worried|anxious|scared|afraid|upset|relaxed|cheerful|depressed|stressed|tired|sleepy|bored"
                    r"|energetic|confident|friendly|serious|sarcastic|sincere)\b"
                    r"|(?:听起来|他|她)[^？。！?]{0,6}(?:担心|焦虑|紧张|害怕|轻松|沮丧|激动)"),
+    # How fast someone speaks is one of the voice cues.
+    (EMOTION, 3.5, r"\bhow fast (?:is|does|do) (?:he|she|the speaker|the person|they) (?:talk|speak)|\bspe(?:aking|ech) rate\b"
+                   r"|语速|说话(?:很)?(?:快|慢)|说得(?:很)?(?:快|慢)"),
     # "多大" asks a speaker's age too (他多大了): a loudness cue outweighs it (声音有多大).
     (LOUDNESS, 3.5, r"\bhow loud\b|\bhow quiet\b|\bloudness\b|\bvolume\b|\bdecibels?\b|\bdbfs\b|\blouder\b|\bquieter\b"
                     r"|\b(?:is|was) (?:it|this|that|the (?:sound|noise|audio|clip|music)) (?:very |too )?(?:loud|quiet)\b"
@@ -89,8 +95,13 @@ _CUES: list[tuple[str, float, str]] = [
                  r"|音乐|歌|曲|风格|节奏|旋律|节拍"),
     (SOUND, 1.5, r"\bsounds?\b|\bnoise\b|\bwhat is (?:it|this|that)\b|\bwhat's (?:it|this|that)\b|\bwhat happened\b"
                  r"|\bhear\b|\bheard\b"
-                 r"|\baudio events?\b|\bwhat is in (?:the|this) (?:audio|clip|recording)\b|\bdescribe the (?:audio|sound|clip)\b"
+                 r"|\baudio events?\b|\bwhat is in (?:the|this) (?:audio|clip|recording)\b"
+                 r"|\b(?:describe|tell me about) (?:the|this|that) (?:audio|sound|clip|recording)\b"
+                 r"|\bwhat(?:'s| is) going on(?: here| in (?:the|this) (?:audio|clip|recording))?\s*[?.!]?$"
+                 r"|\bwhat (?:kind of )?(?:animal|bird|insect|creature|vehicle|machine)s?\b"
                  r"|\bis there\b|\bare there\b|声音|什么声|听到|听见|发生了什么|这是什么|是什么|有没有|有什么"),
+    # Writing down what is said is a transcript, not a composition ("write" and 写 are OPEN's cues).
+    (DESCRIBE, 3.5, r"\blyrics\b|\bwrite down\b|\bwrite out\b|歌词|写下来|记下来|抄下来|写出来"),
     (DESCRIBE, 2.0, r"\brecogni[sz]e\b|\btranscri|\bsaying\b|\bsays?\b|\bsaid\b|\bspoken\b|\bspeech\b|\bwords\b"
                     r"|\btalk(?:ing)?\b"
                     r"|\bcontent of\b|\bwhat (?:do|did|does) (?:you|he|she|they|it|the(?: \w+){1,2}) (?:hear|say)"
@@ -110,6 +121,12 @@ _GROUND_WORDS = re.compile(r"\b(?:find|locate|where|when|start|end|timestamp|tim
 
 
 _YES_NO = re.compile(r"\s*(?:is|are|was|were|does|do|did|can you hear|could you hear)\b", re.I)
+_YES_NO_ZH = re.compile(r"吗\s*[？?]?\s*$")
+
+
+def asks_accent(question: str) -> bool:
+    """Whether `question` asks for an accent or dialect ("What is the speaker's accent?", 哪里的方言)."""
+    return bool(re.search(_ACCENT, question.lower()))
 
 
 def asks_speaker_count(question: str) -> bool:
@@ -118,8 +135,9 @@ def asks_speaker_count(question: str) -> bool:
 
 
 def yes_no(question: str) -> bool:
-    """Whether `question` is an English yes/no question ("Is she singing?", "Does a bell ring?")."""
-    return bool(_YES_NO.match(question))
+    """Whether `question` is a yes/no question: English ("Is she singing?", "Does a bell ring?") or Chinese, ending
+    in 吗 ("她在笑吗？")."""
+    return bool(_YES_NO.match(question) or _YES_NO_ZH.search(question))
 
 
 @dataclass(frozen=True)

@@ -144,8 +144,10 @@ EN = Phrases("en", {
     "llm_translation": "In {0} (translated by the lite model's language model):",
     "word_missing": 'I can\'t find the word "{0}" in the speech; {1}.',
     "heard_as": 'The transcript has "{0}" there.',
-    "unknowable": ("Who is playing or speaking, and where or when it was recorded, cannot be told from the sound "
-                   "itself: only what is said in it can tell that."),
+    "unknowable": ("Who is playing or speaking, who wrote a piece and what it is called, where someone is from, and "
+                   "where or when it was recorded cannot be told from the sound itself: only what is said in it can "
+                   "tell that."),
+    "accent_note": "Whisper names the language only: the lite model does not tell accents or dialects apart.",
     "word_span": 'the word "{phrase}" starts at {a} seconds and ends at {b} seconds.',
     "words_span": 'the words "{phrase}" start at {a} seconds and end at {b} seconds.',
     "not_hearing": "I don't hear {names}; {it} is {what}.",
@@ -331,7 +333,9 @@ ZH = Phrases("zh", {
     "llm_translation": "{0}翻译（由lite模型的语言模型翻译）：",
     "word_missing": '语音中找不到"{0}"；{1}。',
     "heard_as": '转写里这里是"{0}"。',
-    "unknowable": "是谁在演奏或说话、在哪里或什么时候录制的，单凭声音无法判断：只有音频里说到的内容才能说明。",
+    "unknowable": ("是谁在演奏或说话、作品是谁写的、叫什么名字、说话的人是哪里人、在哪里或什么时候录制的，单凭声音无法判断："
+                   "只有音频里说到的内容才能说明。"),
+    "accent_note": "Whisper只能识别语言：lite模型不能区分口音或方言。",
     "word_span": '"{phrase}"开始于{a}秒，结束于{b}秒。',
     "words_span": '"{phrase}"开始于{a}秒，结束于{b}秒。',
     "not_hearing": "没有听到{names}；{it}是{what}。",
