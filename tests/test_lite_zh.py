@@ -271,3 +271,36 @@ def test_translations_into_other_languages_than_english_are_the_llms(lite):
     bare = LiteModel(model.asr, None)
     r3, _ = bare.chat(tok, tok.from_list_format([{"audio": clip("es.mp3")}, {"text": "Translate it into French"}]))
     assert r3.startswith("The lite model can only translate into English, not French.") and "says in English" in r3, r3
+
+
+def test_clips_brought_in_separate_turns_are_all_heard_when_a_question_is_about_several(lite):
+    """A story 'that uses both clips' after a piano clip in one turn and speech in the next had been told of the
+    speech only ('Based on this audio'); 'the second audio' counts the conversation's clips. Earlier answers are
+    shown to the LLM with plain seconds and 'the sound of' (shown 'a sound effect of breaking glass', the 1.5B took
+    it for a film's effect and advised audio software)."""
+    from qwen_audio.lite import LiteModel
+
+    model, tok = lite
+    fake = LiteModel(model.asr, "fake.gguf", tagger_path=model.tagger_path)
+    fake._llm = Recorder()
+    piano, speech = {"audio": clip("music.wav")}, {"audio": clip("1272-128104-0000.flac")}
+    _, h = fake.chat(tok, tok.from_list_format([piano, {"text": "What instrument is this?"}]))
+    r2, h = fake.chat(tok, tok.from_list_format([speech, {"text": "What is that sound?"}]), history=h)
+    assert "piano" not in r2 and "Quilter" in r2, r2  # a question with its own clip is about that clip
+    r3, _ = fake.chat(tok, "What does the second audio say?", history=h)
+    assert "Quilter" in r3 and "piano" not in r3, r3
+    r4, _ = fake.chat(tok, "What does the first audio say?", history=h)
+    assert "piano" in r4 and "Quilter" not in r4, r4
+    r5, _ = fake.chat(tok, "Write a short story that uses both clips.", history=h)
+    assert r5.startswith("Based on these two audio, a story could be written as follows:"), r5
+    told = fake._llm.messages[-1][1]
+    assert "piano" in told and "Quilter" in told, told
+    r6, _ = fake.chat(tok, "What should I do?", history=h)  # about the latest clip only
+    assert "piano" not in fake._llm.messages[-1][1], fake._llm.messages
+
+    glass = {"audio": clip("glass-breaking-151256.mp3")}
+    r1, h = fake.chat(tok, tok.from_list_format([glass, {"text": "what is that sound?"}]))
+    assert r1.startswith("This is a sound effect of breaking glass. It is heard from <|0.00|>"), r1
+    fake.chat(tok, "What should I do?", history=h)
+    shown = [m[1] for m in fake._llm.messages if m[0] == "assistant"]
+    assert shown and shown[0].startswith("This is the sound of breaking glass. It is heard from 0.00"), shown

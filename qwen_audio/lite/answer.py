@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from ..grounding import render_seconds
 from . import intent as I
 from .asr import LANGUAGE_NAMES, Hearing, Word, language_name
 from .events import TAGGER_PIP
@@ -698,6 +699,13 @@ def report_lines(c: Heard, name: str | None = None) -> str:
     if r.silent:
         facts.append("it is silent")
     return f"{name}: " + "; ".join(facts) + "."
+
+
+def as_told(said: str) -> str:
+    """An earlier answer of lite's as the LLM is shown it: timestamps as plain seconds, and "the sound of" for the
+    tutorial's "a sound effect of" (shown "This is a sound effect of breaking glass." before "What should I do?",
+    the 1.5B took the glass for a film's effect and advised audio software)."""
+    return render_seconds(said).replace("a sound effect of ", "the sound of ").replace("的音效，", "的声音，")
 
 
 def llm_context(clips: Sequence[Heard], story: bool = False) -> str:

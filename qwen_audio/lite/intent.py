@@ -198,21 +198,33 @@ _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "last
 _ZH_ORDINALS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "1": 1, "2": 2, "3": 3, "4": 4, "5": 5}
 
 
+def named_clips(question: str) -> list[int]:
+    """The positions of the clips `question` names, 1-based ("the second audio": 2, "audio 3": 3, 第一段: 1), -1 for
+    the last; empty when it names none."""
+    low = question.lower()
+    named = [_ORDINALS[m.group(1)] for m in
+             re.finditer(r"\b(first|second|third|fourth|fifth|last|1st|2nd|3rd)\s+(?:audio|clip|recording|one|sound)\b", low)]
+    named += [int(m.group(1)) for m in re.finditer(r"\b(?:audio|clip)\s*#?(\d+)\b", low)]
+    named += [_ZH_ORDINALS[m.group(1)] for m in re.finditer(r"第([一二两三四五1-5])(?:段|个|条)", question)]
+    if re.search(r"最后一(?:段|个|条)", question):
+        named.append(-1)
+    return list(dict.fromkeys(named))
+
+
 def clip_refs(question: str, n: int) -> list[int]:
     """0-based indices of the clips (of `n` in play) that `question` names; all of them if none."""
-    low = question.lower()
-    picked = []
-    for m in re.finditer(r"\b(first|second|third|fourth|fifth|last|1st|2nd|3rd)\s+(?:audio|clip|recording|one|sound)\b", low):
-        k = _ORDINALS[m.group(1)]
-        picked.append(n - 1 if k == -1 else k - 1)
-    for m in re.finditer(r"\b(?:audio|clip)\s*#?(\d+)\b", low):
-        picked.append(int(m.group(1)) - 1)
-    for m in re.finditer(r"第([一二两三四五1-5])(?:段|个|条)", question):
-        picked.append(_ZH_ORDINALS[m.group(1)] - 1)
-    if re.search(r"最后一(?:段|个|条)", question):
-        picked.append(n - 1)
+    picked = [n - 1 if k == -1 else k - 1 for k in named_clips(question)]
     picked = [i for i in dict.fromkeys(picked) if 0 <= i < n]
     return picked or list(range(n))
+
+
+_SEVERAL = re.compile(r"\bboth\b|\b(?:two|three|four|all|these|those|each) (?:clips|audios?|recordings|sounds|files)\b"
+                      r"|\bcompar|\bdifference|两段|两个音频|这两|三段|所有|每段|每个音频|比较|区别")
+
+
+def asks_several(question: str) -> bool:
+    """Whether `question` is about several clips ("both", "these two audio", "compare", 这两段, 比较)."""
+    return bool(_SEVERAL.search(question.lower()))
 
 
 # Words a question may use for a sound group (report.GROUPS names); English stems and Chinese.

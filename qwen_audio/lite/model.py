@@ -80,13 +80,20 @@ def new_clips(conversation: Conversation) -> bool:
     return any(isinstance(p, Audio) for p in conversation.question.query)
 
 
-def clips_in_play(conversation: Conversation) -> list[Audio]:
-    """The question's clips, else those of the most recent earlier turn that had any."""
-    for turn in reversed(conversation.turns):
-        clips = [p for p in turn.query if isinstance(p, Audio)]
-        if clips:
-            return clips
-    return []
+def clips_in_play(conversation: Conversation, question: str) -> list[Audio]:
+    """The clips a question is about: its own, else those of the latest turn that had any. Every clip of the
+    conversation, in order, as a user who brought clips in several turns means them: when a follow-up names clips
+    ("the first audio" counts the conversation's clips), when a question names a clip past its own clips' count, and
+    when it is about several ("both", "compare", 这两段) and the latest clips are one."""
+    turns = [[p for p in turn.query if isinstance(p, Audio)] for turn in conversation.turns]
+    latest = next((clips for clips in reversed(turns) if clips), [])
+    every = [a for clips in turns for a in clips]
+    named = I.named_clips(question)
+    own = bool(turns[-1])
+    if len(every) > len(latest) and ((named and (not own or max(named) > len(latest))) or
+                                     (not named and len(latest) < 2 and I.asks_several(question))):
+        return every
+    return latest
 
 
 class LiteModel(Backend):
@@ -168,7 +175,7 @@ class LiteModel(Backend):
         """Decode the clips in play now (bad audio raises here, long audio warns), then write lazily. (A
         cancelled answer ends at its next piece, `ChatStream` looks at `cancel` between pieces; the LLM's
         part ends at the scheduler's next step.)"""
-        audio = clips_in_play(conversation)
+        audio = clips_in_play(conversation, plain_text(conversation.question.query))
         decoded = [(a, self.clips.clip(a.source, a.label)) for a in audio]
         return self._write(conversation, decoded, cfg, cancel)
 
@@ -243,7 +250,7 @@ class LiteModel(Backend):
         messages = [("system", plain_text(conversation.system))]
         for turn in conversation.turns[:-1][-LLM_HISTORY_TURNS:]:
             said = "\n".join(line for line in plain_text(turn.response or ()).split("\n") if line not in leads)
-            messages += [("user", plain_text(turn.query)), ("assistant", said)]
+            messages += [("user", plain_text(turn.query)), ("assistant", A.as_told(said))]
         opening = A.answer_opening(question, clips)
         context = A.llm_context(clips, story=bool(opening))
         # The facts stay in English (what the models were measured with); a Chinese question adds one line
