@@ -190,3 +190,36 @@ def test_what_no_sound_can_tell_accents_and_chinese_yes_no_questions_are_answere
     assert "accent" not in A.compose(route("What language is it?"), "What language is it?", clip)
     assert yes_no("她在笑吗？") and route("她在笑吗？").kind == SOUND and not yes_no("这是什么声音？")
     assert A.compose(route("她在笑吗？"), "她在笑吗？", clip).startswith("没有，听不到笑声")
+
+
+def test_elliptical_follow_ups_ask_the_last_question_again_and_cjk_quotes_close_anywhere():
+    """'这段呢？' ('and this one?') had gone to the LLM; “没事” followed by 在 was no quote, so the word was not found."""
+    from qwen_audio.lite.intent import GROUND, route, standing_question
+
+    earlier = ["她说了什么？", "What does it say?"]
+    for q in ("这段呢？", "And this one?", "What about the second clip?", "那第二段呢？", "How about audio 2?"):
+        assert standing_question(q, earlier) == "What does it say?", q
+    assert standing_question("这段呢？", ["她说了什么？", "And this one?"]) == "她说了什么？"  # one ellipsis after another
+    for q in ("What is this?", "And the glass?", "这个怎么样？"):
+        assert standing_question(q, earlier) == q
+    assert standing_question("And this one?", []) == "And this one?"
+    assert route("第二段里“没事”在什么时候说的？") == route("When is “没事” said?") == route('When is "没事" said?')
+    assert route("第二段里“没事”在什么时候说的？").kind == GROUND and route("第二段里“没事”在什么时候说的？").phrase == "没事"
+    assert route("When don't they talk?").kind != GROUND  # an apostrophe opens no quote
+
+
+def test_when_the_music_plays_and_what_genre_it_has_are_said_when_asked():
+    """'When does the music start?' had been "no sound event I can name"; a genre question with no genre tag had
+    been answered with the instrument only."""
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.phrases import ZH
+
+    music, piano = 132, 153
+    r = report(tags(8, {music: [0.01, 0.01, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9], piano: [0.5] * 8}))
+    assert r.music_spans == ((0.84, 2.64),)  # from patch 2 (0.48 s): its centre less half a hop
+    clip = [A.Heard(0, 1, lambda task: None, lambda: r)]
+    assert A.when(clip, "When does the music start?") == "The music plays from <|0.84|> to <|2.64|> seconds."
+    assert A.when(clip, "音乐什么时候开始？", ZH) == "音乐从<|0.84|>秒播放到<|2.64|>秒。"
+    assert "no genre tag" in A.music(clip, question="What genre is it?")
+    assert "genre" not in A.music(clip, question="Is there music?")
+    assert report(tags(8, {piano: [0.5] * 8})).music_spans == ()  # no music, no span

@@ -304,3 +304,15 @@ def test_clips_brought_in_separate_turns_are_all_heard_when_a_question_is_about_
     fake.chat(tok, "What should I do?", history=h)
     shown = [m[1] for m in fake._llm.messages if m[0] == "assistant"]
     assert shown and shown[0].startswith("This is the sound of breaking glass. It is heard from 0.00"), shown
+
+
+def test_an_elliptical_follow_up_with_a_new_clip_asks_the_last_question_of_it(lite):
+    """'这段呢？' ("and this one?") with a new clip had gone to the LLM; it is the last question, asked of that clip."""
+    from qwen_audio.lite import LiteModel
+
+    model, tok = lite
+    fake = LiteModel(model.asr, "fake.gguf", tagger_path=model.tagger_path)
+    fake._llm = Recorder()
+    _, h = fake.chat(tok, tok.from_list_format([{"audio": clip("glass-breaking-151256.mp3")}, {"text": "这是什么声音？"}]))
+    r, _ = fake.chat(tok, tok.from_list_format([{"audio": clip("你没事吧-消极.wav")}, {"text": "这段呢？"}]), history=h)
+    assert fake._llm.messages is None and "没事" in r and "玻璃" not in r, r

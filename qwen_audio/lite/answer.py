@@ -233,6 +233,8 @@ def instruments(clips: Sequence[Heard], p: Phrases = EN) -> str:
 
 # Tempo is not measured (an onset-autocorrelation estimate was tried and could not be checked): said when asked.
 _TEMPO = re.compile(r"\btempo\b|\bbpm\b|\bbeats? per\b|\bfast\b|\bslow\b|\bspeed\b|\bpace\b|节奏|快慢|速度|节拍|多快", re.I)
+_GENRE = re.compile(r"\bgenre|\bstyle\b|\bkind of music\b|\btype of music\b|风格|类型|流派", re.I)
+_MUSIC_WORDS = re.compile(r"\bmusic\b|\bsong\b|\bmelody\b|\bpiece\b|音乐|歌|曲|旋律", re.I)
 _MOOD = re.compile(r"\bmood|\bemotion|\bhappy\b|\bsad\b|\bcheerful|\bjoyful|\bmelanchol|\bfeel|情绪|情感|心情|开心|高兴|难过"
                    r"|伤心|悲伤|欢快", re.I)
 
@@ -255,6 +257,8 @@ def music(clips: Sequence[Heard], p: Phrases = EN, question: str = "") -> str:
             text += p.sp + instrument_sentence(r, p)
         if r.genres:
             text += p.sp + p("genres", p.join([p("paren", p.tag(g), f"{s:.2f}") for g, s in r.genres[:3]]))
+        elif _GENRE.search(question):
+            text += p.sp + p("no_genre")
         if r.moods:
             text += p.sp + p("moods", p.join([p("paren", p.tag(m), f"{s:.2f}") for m, s in r.moods]))
         elif _MOOD.search(question):
@@ -498,6 +502,10 @@ def when(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
             out.append(where + p("words_span", phrase=text, a=ts(a), b=ts(b)))
             continue
         events = found or [*r.sounds, *r.vocal][:3]
+        if not found and r.music_spans and (_MUSIC_WORDS.search(question) or not (events or r.has_speech)):
+            text = _music_times(r.music_spans, p)  # "When does the music start?"
+            out.append(where + (text[:1].lower() + text[1:] if where else text))
+            continue
         if not events and r.has_speech:
             rs = r.hearing.regions
             out.append(where + p("speech_span", a=ts(rs[0][0]), b=ts(rs[-1][1])))
@@ -532,6 +540,12 @@ def _asked_words(question: str, words: Sequence[Word]) -> tuple[str, tuple[float
             if span:
                 return phrase, span
     return best
+
+
+def _music_times(spans, p: Phrases = EN) -> str:
+    if len(spans) == 1:
+        return p("music_span", a=ts(spans[0][0]), b=ts(spans[0][1]))
+    return p("music_spans", spans=_span_text(spans, 4, p))
 
 
 def _event_times(s: Sound, p: Phrases = EN) -> str:

@@ -115,7 +115,8 @@ _CUES: list[tuple[str, float, str]] = [
 PRIORITY = [GROUND, PERSON, TRANSLATE, LANGUAGE, LOUDNESS, DURATION, EMOTION, SPEAKER, OPEN, INSTRUMENT, WHEN, MUSIC,
             DESCRIBE, SOUND]
 
-_QUOTED = re.compile(r"[\"“”«»「」『』'‘’]([^\"“”«»「」『』]+?)[\"“”«»「」『』'‘’](?:\s|$|[?.!,？。！，的])")
+# A quoted phrase: closed by ” 」 』 », or by " ' ’ before a space, the end or punctuation (so "don't" opens nothing).
+_QUOTED = re.compile(r"[\"“”«»「」『』'‘’]([^\"“”«»「」『』]+?)(?:[”」』»]|[\"“'‘’](?=\s|$|[?.!,？。！，的]))")
 _GROUND_WORDS = re.compile(r"\b(?:find|locate|where|when|start|end|timestamp|time|times|position|grounding|seconds)\b"
                            r"|找|时间|开始|结束|哪里|在哪|位置|定位|几秒|什么时候", re.I)
 
@@ -138,6 +139,22 @@ def yes_no(question: str) -> bool:
     """Whether `question` is a yes/no question: English ("Is she singing?", "Does a bell ring?") or Chinese, ending
     in 吗 ("她在笑吗？")."""
     return bool(_YES_NO.match(question) or _YES_NO_ZH.search(question))
+
+
+# A follow-up that names no task of its own: "And this one?", "What about the second clip?", 这段呢？
+_ELLIPTICAL = re.compile(
+    r"^(?:(?:and|what about|how about)\s+)?(?:this|that|it|these|those|(?:this|that|the \w+) (?:one|clip|audio|recording))"
+    r"(?: one)?\s*[?.!]*$|^(?:and|what about|how about)\s+(?:the )?(?:audio|clip|recording)\s*#?\d+\s*[?.!]*$"
+    r"|^(?:那|那么)?(?:这段|这个|这一段|这条|它|这段音频|这个音频|下一段|另一段|第[一二两三四五1-5](?:段|个)(?:音频)?)(?:呢|又如何)\s*[？?]?$",
+    re.I)
+
+
+def standing_question(question: str, earlier: "list[str]") -> str:
+    """The question to answer: `question`, or for an elliptical follow-up ("And this one?", 这段呢？) the latest of the
+    `earlier` questions (oldest first) that is not one, asked again (of the clips the follow-up brings or names)."""
+    if not _ELLIPTICAL.search(question.strip()):
+        return question
+    return next((q for q in reversed(earlier) if q.strip() and not _ELLIPTICAL.search(q.strip())), question)
 
 
 @dataclass(frozen=True)

@@ -191,8 +191,9 @@ class LiteModel(Backend):
                  cancel) -> Pieces:
         """The answer's pieces: Whisper runs here, on the clips the question picks, when an answer needs it."""
         question = plain_text(conversation.question.query)
-        intent = I.route(question)
         picked = I.clip_refs(question, len(decoded)) if decoded else []
+        question = I.standing_question(question, [plain_text(t.query) for t in conversation.turns[:-1]])
+        intent = I.route(question)
         clips = [A.Heard(i, len(decoded), self._hearer(*decoded[i]), self._reporter(*decoded[i]),
                          self._sound_finder(*decoded[i]), decoded[i][1].duration) for i in picked]
         if len(picked) == 1 and len(decoded) > 1:  # "the second audio": answer as for one clip

@@ -124,6 +124,7 @@ EN = Phrases("en", {
     "no_music": "There is no music in this audio; it is {0}.",
     "genres": "Its genre tags are {0}.",
     "moods": "The tagger's mood tags: {0}.",
+    "no_genre": "The tagger gives it no genre tag, so I cannot name its genre.",
     "no_mood": "The tagger gives it no mood tag (it has six: happy, sad, tender, exciting, angry and scary music), so I "
                "cannot say which mood it has.",
     "no_tempo": "The lite model does not measure tempo, so it cannot say how fast the music is.",
@@ -156,6 +157,8 @@ EN = Phrases("en", {
     "no_event": "I hear no sound event I can name and time; it is {0}.",
     "event_span": "The {name} sound starts at {a} seconds and ends at {b} seconds.",
     "event_spans": "The {name} sound is heard {spans}.",
+    "music_span": "The music plays from {a} to {b} seconds.",
+    "music_spans": "The music plays {spans}.",
     "person": 'the person name "{name}" is mentioned. "{name}" starts at {a} seconds and ends at {b} seconds.',
     "no_person": "I can't find a person's name in the speech; {0}.",
     "emotion_note": "I don't recognise emotions themselves: these are measurements of the voice, which often "
@@ -314,6 +317,7 @@ ZH = Phrases("zh", {
     "no_music": "这段音频里没有音乐；这是{0}。",
     "genres": "风格标签有{0}。",
     "moods": "标注器给出的音乐情绪标签：{0}。",
+    "no_genre": "标注器没有给出风格标签，所以我无法说出它的风格。",
     "no_mood": "标注器没有给出音乐情绪标签（它有六种：欢快、悲伤、温柔、激动、愤怒和恐怖的音乐），所以我无法判断它的情绪。",
     "no_tempo": "lite模型不测量节奏，所以无法判断音乐的快慢。",
     "says": "语音内容是{0}",
@@ -344,6 +348,8 @@ ZH = Phrases("zh", {
     "no_event": "没有听到能命名和定时的声音事件；这是{0}。",
     "event_span": "{name}开始于{a}秒，结束于{b}秒。",
     "event_spans": "{name}出现在{spans}。",
+    "music_span": "音乐从{a}秒播放到{b}秒。",
+    "music_spans": "音乐出现在{spans}。",
     "person": '提到了人名"{name}"。"{name}"开始于{a}秒，结束于{b}秒。',
     "no_person": "语音中找不到人名；{0}。",
     "emotion_note": "我不识别情绪本身：这些是对声音的测量，常与说话人的感受有关，但不能证明它。",

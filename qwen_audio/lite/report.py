@@ -209,6 +209,7 @@ class Report:
     voice: VoiceCues | None = None  # measured in the speech regions
     top: tuple[tuple[str, float], ...] = field(default=(), repr=False)  # the raw top AudioSet classes
     peak_dbfs: float = -180.0  # the loudest sample, dB relative to full scale
+    music_spans: tuple[tuple[float, float], ...] = ()  # (start, end) seconds where the 'Music' class scores MUSIC_PRESENT
 
     @property
     def has_speech(self) -> bool:
@@ -324,8 +325,9 @@ def make_report(samples: np.ndarray, hearing: Hearing, tags: Tags, tagged: bool 
     if hearing.has_speech:
         voice = measure_voice(samples, hearing.regions, hearing.words, hearing.language, hearing.text)
     top = tuple((lbl, round(s, 3)) for lbl, s in tags.top(8))
+    music_spans = _spans(music_track >= MUSIC_PRESENT, tags) if music >= MUSIC_PRESENT else ()
     return Report(round(duration, 2), hearing, loud, round(speech, 3), round(music, 3), tuple(sounds), tuple(vocal),
-                  tuple(instruments), tuple(genres), tuple(moods), tagged, voice, top, peak)
+                  tuple(instruments), tuple(genres), tuple(moods), tagged, voice, top, peak, music_spans)
 
 
 _GENERIC = {"keyboard", "percussion", "brass", "woodwinds", "plucked strings", "strings"}
