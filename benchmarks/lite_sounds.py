@@ -398,4 +398,8 @@ ROUTES = [
     ("她在笑吗？", "sound"), ("有人在哭吗？", "sound"), ("What are the lyrics?", "describe"), ("请把这段话写下来", "describe"),
     ("What is the speaker's accent?", "language"), ("说话人的口音是哪里的？", "language"),
     ("How fast is he talking?", "emotion"), ("他说话快吗？", "emotion"),
+    ("Give me the text.", "describe"), ("请转写这段音频", "describe"), ("Is someone speaking?", "describe"),
+    ("有人说话吗？", "describe"), ("What did the speaker mean?", "open"), ("这段话是什么意思？", "open"),
+    ("这段话用中文是什么意思？", "translate"), ("Is the speaker a native speaker?", "language"),
+    ("Is the glass breaking dangerous?", "open"),
 ]

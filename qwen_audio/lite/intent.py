@@ -28,7 +28,7 @@ SOUND = "sound"  # what is it: speech, music, or named sound events with times
 DESCRIBE = "describe"  # transcription in the tutorial's "The speech is of ..." style
 OPEN = "open"  # anything else: the LLM, told the clips' reports
 
-_ACCENT = r"\baccents?\b|\bdialect\b|\b(?:british|american|australian|irish|scottish) or\b|口音|方言"
+_ACCENT = r"\baccents?\b|\bdialect\b|\bnative speaker\b|\b(?:british|american|australian|irish|scottish) or\b|口音|方言"
 _SPEAKER_COUNT = (r"\bhow many (?:people|persons|speakers|voices|men|women|different voices)\b"
                   r"|\bnumber of (?:speakers|people|voices)\b|几个人|多少人|几位|几个说话")
 
@@ -39,12 +39,14 @@ _CUES: list[tuple[str, float, str]] = [
                 r"|\bwhat (?:do|can|shall) (?:i|we)\b|\bshould (?:i|we)\b|\bpropos|\bgood idea\b|\breply\b|\brespond\b"
                 r"|\bhandl(?:e|ing)\b|\brecommend|\bsummari[sz]e\b|\bexplain\b|\bimagine\b|\bwhy\b|\bin detail\b"
                 r"|\bwrite\b|\bcompose\b|\bscene\b|\bguess\b|\bwhere (?:is|was|might) (?:this|it|the)\b"
-                r"|\bwho (?:might|could|would)\b|\bwhat (?:might|could|would)\b|\bmeaning\b|\bopinion\b|\bthink\b"),
+                r"|\bwho (?:might|could|would)\b|\bwhat (?:might|could|would)\b|\bmeaning\b|\bopinion\b|\bthink\b"
+                r"|\bwhat (?:did|does|do) (?:the speaker|he|she|they|it|this) mean\b|\bdangerous\b|\bsafe\b|\bharmful\b"),
     (OPEN, 3.0, r"写|故事|建议|推荐|怎么办|应该|如何处理|怎么处理|总结|概括|解释|为什么|想象|诗|场景|猜|提议|主意|好不好|好吗"
-                r"|怎么看|看法|回应|回复|怎么做|该做什么|要做什么|危险吗|安全吗"),
+                r"|怎么看|看法|回应|回复|怎么做|该做什么|要做什么|危险吗|安全吗|什么意思|意思是"),
     (PERSON, 3.0, r"\bperson(?:'s)? name\b|\bname of (?:the|a|any) person\b|\bwho is (?:mentioned|named)\b|\bwhat names?\b"
                   r"|\bnames? (?:is|are) mentioned\b|人名|名字"),
     (TRANSLATE, 3.0, r"\btranslat|\bin english\b|翻译|译成|译为|用英语|英文怎么说|(?:中文|汉语)怎么说|中文意思"
+                     r"|(?:中文|汉语)是什么意思"
                      r"|\b(?:say|says|saying|said|mean|means)\b[^?.!]{0,20}\bin (?:chinese|mandarin|spanish|french|german"
                      r"|japanese|korean|italian|russian|portuguese|arabic)\b"),
     # An accent or dialect: Whisper names the language only, which the answer says (`asks_accent`).
@@ -101,9 +103,10 @@ _CUES: list[tuple[str, float, str]] = [
                  r"|\bwhat (?:kind of )?(?:animal|bird|insect|creature|vehicle|machine)s?\b"
                  r"|\bis there\b|\bare there\b|声音|什么声|听到|听见|发生了什么|这是什么|是什么|有没有|有什么"),
     # Writing down what is said is a transcript, not a composition ("write" and 写 are OPEN's cues).
-    (DESCRIBE, 3.5, r"\blyrics\b|\bwrite down\b|\bwrite out\b|歌词|写下来|记下来|抄下来|写出来"),
+    (DESCRIBE, 3.5, r"\blyrics\b|\bwrite down\b|\bwrite out\b|\b(?:give me|show me|get|into|to|as) (?:the )?text\b"
+                    r"|歌词|写下来|记下来|抄下来|写出来|转写|听写|几个字|多少字"),
     (DESCRIBE, 2.0, r"\brecogni[sz]e\b|\btranscri|\bsaying\b|\bsays?\b|\bsaid\b|\bspoken\b|\bspeech\b|\bwords\b"
-                    r"|\btalk(?:ing)?\b"
+                    r"|\btalk(?:ing)?\b|\bspeak(?:s|ing)?\b|有人说话|在说话"
                     r"|\bcontent of\b|\bwhat (?:do|did|does) (?:you|he|she|they|it|the(?: \w+){1,2}) (?:hear|say)"
                     r"|说了什么|说什么|讲了什么|讲什么|内容|识别|转写|听写|讲的是|说的是|说了啥|说啥"),
     (WHEN, 2.0, r"\bwhen\b|\bwhat time\b|\bat what point\b|\btimestamps?\b|\bstart(?:s|ing)? (?:time|at)\b"
