@@ -141,13 +141,18 @@ def test_how_many_people_speak_says_lite_cannot_tell_voices_apart():
     questions = ("How many people are speaking?", "这段音频里有几个人说话？", "What is the number of speakers?")
     assert [route(q).kind for q in questions] == [SPEAKER] * 3 and all(map(asks_speaker_count, questions))
     assert not asks_speaker_count("Is the speaker a man or a woman?")
-    r = report(tags(8, {}))  # no voice measured
-    clip = [A.Heard(0, 1, lambda task: None, lambda: r)]
-    assert A.compose(route(questions[0]), questions[0], clip).startswith(
-        "The lite model does not tell voices apart, so it cannot say how many people speak. The audio has no voice")
+    words = (Word("Sit", 0.2, 0.5, 0.9), Word("down.", 0.5, 0.9, 0.9))
+    heard = Hearing("transcribe", "Sit down.", "en", 0.9, words, ((0.0, 1.0),), 1.9)
+    talk = report(tags(8, {SPEECH: [0.9] * 8}), heard)  # speech, no pitch in the noise it is made of
+    clip = [A.Heard(0, 1, lambda task: heard, lambda: talk)]
+    assert A.compose(route(questions[0]), questions[0], clip) == (
+        "The lite model does not tell voices apart, so it cannot say how many people speak. The audio has no voice I "
+        "can measure; it is a person speaking, in a English, saying, \"Sit down.\".")  # no pitch: no guess from it
     assert A.compose(route(questions[1]), questions[1], clip).startswith("lite模型不能区分不同的说话人")
     assert "cannot say how many" not in A.compose(route("Is it a man?"), "Is it a man?", clip)
-    assert A.speaker(clip, ZH, count=True).startswith("lite模型不能区分")
+    silent = [A.Heard(0, 1, lambda task: None, lambda: report(tags(8, {})))]
+    assert A.compose(route(questions[0]), questions[0], silent).startswith("No one speaks in this audio; it is ")
+    assert A.speaker(silent, ZH, count=True).startswith("这段音频里没有人说话")
 
 
 def test_the_mood_of_music_is_the_taggers_mood_tags_or_says_there_are_none():

@@ -670,7 +670,9 @@ def _compare_voices(voiced, p: Phrases = EN) -> str:
 def speaker(clips: Sequence[Heard], p: Phrases = EN, count: bool = False) -> str:
     """The measured pitch and the range it is typical of; the lite model does not identify speakers, nor (asked how
     many people speak: `count`) tell voices apart."""
-    out = [p("speaker_count")] if count else []
+    if count and not any(c.rep.has_speech for c in clips):
+        return p("nobody_speaks", p.join([what_phrase(c.rep, p) for c in clips]))
+    out, guessed = [p("speaker_count")] if count else [], False
     for c in clips:
         r = c.rep
         where = _where(c, len(clips), p)
@@ -680,7 +682,8 @@ def speaker(clips: Sequence[Heard], p: Phrases = EN, count: bool = False) -> str
         f0 = r.voice.pitch_hz
         typical = p("pitch_man" if f0 < 160 else "pitch_woman" if f0 > 180 else "pitch_between")
         out.append(_sentence(where + p("median_pitch", f0, typical)))
-    return p.sp.join(out) + p.sp + p("pitch_guess")
+        guessed = True
+    return p.sp.join(out + ([p("pitch_guess")] if guessed else []))
 
 
 # ---- the LLM's context --------------------------------------------------------------------------------

@@ -197,6 +197,7 @@ EN = Phrases("en", {
     "pitch_between": "between the ranges typical of men's and women's voices",
     "pitch_guess": "This is a guess from pitch alone; the lite model does not recognise speakers.",
     "speaker_count": "The lite model does not tell voices apart, so it cannot say how many people speak.",
+    "nobody_speaks": "No one speaks in this audio; it is {0}.",
     "no_tagger": "Naming sounds, instruments and music needs the lite model's sound tagger, which is not installed ({0}).",
     # Neutral about how a clip is given: the tutorial's strings, structured messages and HTTP clients all read it.
     "no_audio": "There is no audio in this conversation yet: ask again with a clip beside the question.",
@@ -385,6 +386,7 @@ ZH = Phrases("zh", {
     "pitch_between": "介于男性和女性声音常见的音高之间",
     "pitch_guess": "这只是根据音高做出的猜测；lite模型不能识别说话人。",
     "speaker_count": "lite模型不能区分不同的说话人，所以无法判断有几个人在说话。",
+    "nobody_speaks": "这段音频里没有人说话；这是{0}。",
     "no_tagger": "识别声音、乐器和音乐需要lite模型的声音标注器，但它没有安装（{0}）。",
     "no_audio": "这段对话里还没有音频：请把音频和问题一起发来。",
     "no_llm": ("开放式问题需要lite模型的语言模型，但它没有安装（{0}）；没有它，lite模型也能转写、翻译，识别语言、声音、"
