@@ -3,8 +3,9 @@
     python benchmarks/lite_open.py [--llm qwen2.5-0.5b qwen2.5-1.5b] [--quantize none int4]
                                    [--prompt grounded plain] [--max-new-tokens 160] [--only N ...]
 
-For each LLM x quantization x prompt, every question is asked in a fresh conversation (greedy) and the LLM's
-part of the answer (after lite's lead line) is judged: each `must` pattern matches, no `must_not` or global
+For each LLM x quantization x prompt, every question is asked in a fresh conversation (greedy; a follow-up after the
+earlier turns its `before` lists, which lite answers itself) and the LLM's part of the answer (after lite's lead
+line, where the question brings clips) is judged: each `must` pattern matches, no `must_not` or global
 pattern does, and a Chinese question gets a mostly Chinese answer. Printed: each question's verdict with the
 reason and the answer's start, the pass share per kind and overall, the LLM's tokens/s, and the time from the
 lead line to the LLM's first words (median, first question excluded: it loads the LLM). `plain` is lite's prompt;
@@ -97,17 +98,22 @@ def run(llm: str, quantize: str | None, prompt: str, max_new: int, only: list[in
         for n, q in enumerate(QUESTIONS):
             if only and n not in only:
                 continue
+            history = None
+            for clips, asked in q.before:  # earlier turns, as a user asks them first
+                earlier = [{"audio": mixes.get(c) or str(AUDIO / c)} for c in clips] + [{"text": asked}]
+                _, history = model.chat(tok, tok.from_list_format(earlier), history=history, max_new_tokens=max_new)
             items = [{"audio": mixes.get(c) or str(AUDIO / c)} for c in q.clips] + [{"text": q.question}]
-            stream = model.chat_stream(tok, tok.from_list_format(items), history=None, max_new_tokens=max_new)
+            stream = model.chat_stream(tok, tok.from_list_format(items), history=history, max_new_tokens=max_new)
             pieces, times, t = [], [], time.perf_counter()
             for piece in stream:
                 pieces.append(piece)
                 times.append(time.perf_counter() - t)
             # The lead line is lite's own (composed from the reports); the LLM's part is what follows it.
-            llm_part = "".join(pieces[1:]) if len(pieces) > 1 and pieces[0].endswith("\n") else "".join(pieces)
+            lead = len(pieces) > 1 and pieces[0].endswith("\n")
+            llm_part = "".join(pieces[1:]) if lead else "".join(pieces)
             why = judge(q, llm_part)
             verdicts.setdefault(q.kind, []).append(not why)
-            if len(times) > 1 and n != (only[0] if only else 0):
+            if lead and n != (only[0] if only else 0):
                 firsts.append(times[1] - times[0])
             stats = stream.stats
             if stats is not None and stats.new_tokens > 8 and len(times) > 2 and n != (only[0] if only else 0):

@@ -30,6 +30,9 @@ class OpenQuestion:
     kind: str
     must: tuple[str, ...]
     must_not: tuple[str, ...] = ()
+    # Earlier turns of the same conversation, asked first (each: the clips it brings, its question); `clips` are then
+    # those the judged question brings (none for a follow-up about earlier clips).
+    before: tuple[tuple[tuple[str, ...], str], ...] = ()
 
 
 GLASS, MUSIC = "glass-breaking-151256.mp3", "music.wav"
@@ -116,4 +119,15 @@ QUESTIONS: tuple[OpenQuestion, ...] = (
     OpenQuestion((GLASS, OKAY_LIGHT), "根据这两段音频写一个故事。", "story", (r"玻璃", r"没事|还好|关心")),
     OpenQuestion((MUSIC, GLASS), "比较这两段音频，哪一段更适合睡前听？为什么？", "comparison", (r"钢琴|音乐", r"玻璃")),
     OpenQuestion((MUSIC,), "这位钢琴家叫什么名字？", "refusal", (r"无法|不知道|不清楚|没有|不能|未知|没有提到|不确定",)),
+    # ---- follow-ups: the clips came with earlier questions that lite answered itself
+    OpenQuestion((), "What should I do?", "follow-up", (r"glass|shatter|broke", SAFETY),
+                 before=(((GLASS,), "what is that sound?"),)),
+    OpenQuestion((), "Recommend three similar pieces.", "follow-up", (COMPOSERS,),
+                 (NO_VOICE_IN_MUSIC, r"hotel california|shakespeare"),
+                 before=(((MUSIC,), "What instrument is this?"),)),
+    OpenQuestion((), "Write a short story that uses both clips.", "follow-up",
+                 (r"piano|music", r"quilter|gospel|middle class|apostle|speech|speaker|man"),
+                 before=(((MUSIC,), "What instrument is this?"), ((QUILTER,), "What does he say?"))),
+    OpenQuestion((), "我该怎么办？", "follow-up", (r"玻璃", r"小心|安全|清理|清扫|手套|受伤|鞋|碎片"),
+                 before=(((GLASS,), "这是什么声音？"),)),
 )
