@@ -402,4 +402,6 @@ ROUTES = [
     ("有人说话吗？", "describe"), ("What did the speaker mean?", "open"), ("这段话是什么意思？", "open"),
     ("这段话用中文是什么意思？", "translate"), ("Is the speaker a native speaker?", "language"),
     ("Is the glass breaking dangerous?", "open"),
+    ("Which clip has the glass?", "sound"), ("哪一段有玻璃破碎的声音？", "sound"), ("Which one is longest?", "duration"),
+    ("Which clip is the quietest?", "loudness"), ("What is in the third audio?", "sound"),
 ]

@@ -228,3 +228,19 @@ def test_when_the_music_plays_and_what_genre_it_has_are_said_when_asked():
     assert "no genre tag" in A.music(clip, question="What genre is it?")
     assert "genre" not in A.music(clip, question="Is there music?")
     assert report(tags(8, {piano: [0.5] * 8})).music_spans == ()  # no music, no span
+
+
+def test_which_clip_questions_are_answered_per_clip():
+    """'Which clip has the glass?', 'Which one is longest?', 'Which clip is the quietest?' had gone to the LLM."""
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.intent import DURATION, LOUDNESS, SOUND, route
+
+    glass = 435
+    assert [route(q).kind for q in ("Which clip has the glass?", "哪一段有玻璃破碎的声音？", "Which one is longest?",
+                                    "Which clip is the quietest?", "What is in the third audio?")] == \
+        [SOUND, SOUND, DURATION, LOUDNESS, SOUND]
+    broken, quiet = report(tags(6, {glass: [0.9] * 6})), report(tags(6, {}))
+    clips = [A.Heard(i, 2, lambda task: None, lambda r=r: r) for i, r in enumerate((broken, quiet))]
+    said = A.compose(route("Which clip has the glass?"), "Which clip has the glass?", clips)
+    assert said.startswith("Yes: breaking glass is heard in the first audio") and "No, I don't hear breaking glass in " \
+        "the second audio" in said, said

@@ -72,11 +72,13 @@ _CUES: list[tuple[str, float, str]] = [
     # "多大" asks a speaker's age too (他多大了): a loudness cue outweighs it (声音有多大).
     (LOUDNESS, 3.5, r"\bhow loud\b|\bhow quiet\b|\bloudness\b|\bvolume\b|\bdecibels?\b|\bdbfs\b|\blouder\b|\bquieter\b"
                     r"|\b(?:is|was) (?:it|this|that|the (?:sound|noise|audio|clip|music)) (?:very |too )?(?:loud|quiet)\b"
+                    r"|\bloudest\b|\bquietest\b|\bsoftest\b|最响|最吵|最安静"
                     r"|音量|响度|分贝|多响|多大声|声音(?:有)?多大|响不响|大声吗|吵不吵|有多吵|更响|更大声|更吵|更轻"),
     # A clip's length; "how long does the glass break" is WHEN's (a sound's times).
     (DURATION, 3.5, r"\bhow long is (?:the |this |that |each )?(?:\w+ )?(?:audio|clip|recording|file|track|it)\b"
                     r"|\b(?:length|duration) of (?:the|this|that|each) (?:audio|clip|recording|file)\b"
-                    r"|\bwhich (?:one|clip|audio|recording) is (?:longer|shorter)\b|\bhow many seconds\b"
+                    r"|\bwhich (?:one|clip|audio|recording) is (?:the )?(?:longer|shorter|longest|shortest)\b"
+                    r"|\bhow many seconds\b"
                     r"|(?:音频|录音|这段|片段)[^？?，,]{0,4}(?:多长|多久|几秒|时长)|时长"),
     # Happy or sad music is the music's mood tags, not a voice's cues ("Is the music happy or sad?").
     (MUSIC, 2.0, r"\b(?:music|song|melody|tune)\b[^?.!]{0,30}\b(?:happy|sad|cheerful|joyful|melanchol\w*|emotions?|feel)\b"
@@ -97,7 +99,8 @@ _CUES: list[tuple[str, float, str]] = [
                  r"|音乐|歌|曲|风格|节奏|旋律|节拍"),
     (SOUND, 1.5, r"\bsounds?\b|\bnoise\b|\bwhat is (?:it|this|that)\b|\bwhat's (?:it|this|that)\b|\bwhat happened\b"
                  r"|\bhear\b|\bheard\b"
-                 r"|\baudio events?\b|\bwhat is in (?:the|this) (?:audio|clip|recording)\b"
+                 r"|\baudio events?\b|\bwhat(?:'s| is) in (?:the|this|that)(?: \w+)? (?:audio|clip|recording)\b"
+                 r"|\bwhich (?:clip|audio|one|recording)s? (?:has|have|contains?)\b|哪一?段(?:音频)?(?:里)?有"
                  r"|\b(?:describe|tell me about) (?:the|this|that) (?:audio|sound|clip|recording)\b"
                  r"|\bwhat(?:'s| is) going on(?: here| in (?:the|this) (?:audio|clip|recording))?\s*[?.!]?$"
                  r"|\bwhat (?:kind of )?(?:animal|bird|insect|creature|vehicle|machine)s?\b"
