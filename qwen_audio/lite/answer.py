@@ -162,9 +162,8 @@ def what_is(clips: Sequence[Heard], question: str = "", p: Phrases = EN) -> str:
     """The answer to 'what is it' / 'what is that sound?' for one or several clips."""
     subject = "sound" if re.search(r"\bsound\b|声音", question, re.I) else "speech"
     asked = I.mentioned_sounds(question)
-    if asked and (I.yes_no(question) or re.search(r"\bis there\b|\bare there\b|\bdo you hear\b|\bwhich (?:clip|audio|one|"
-                                                   r"recording)s? (?:has|have|contains?)\b|有没有|是否|有.*吗|哪一?段",
-                                                   question, re.I)):
+    if asked and (I.yes_no(question) or re.search(rf"\bis there\b|\bare there\b|\bdo you hear\b|{I.WHICH_HAS}|有没有|是否"
+                                                   r"|有.*吗|哪一?段", question, re.I)):
         return presence(clips, asked, p)
     if len(clips) == 1:
         return sound_answer(clips[0].rep, subject, p)

@@ -28,6 +28,7 @@ SOUND = "sound"  # what is it: speech, music, or named sound events with times
 DESCRIBE = "describe"  # transcription in the tutorial's "The speech is of ..." style
 OPEN = "open"  # anything else: the LLM, told the clips' reports
 
+WHICH_HAS = r"\bwhich (?:clip|audio|one|recording)s? (?:has|have|contains?)\b"  # "Which clip has the glass?"
 _ACCENT = r"\baccents?\b|\bdialect\b|\bnative speaker\b|\b(?:british|american|australian|irish|scottish) or\b|口音|方言"
 _SPEAKER_COUNT = (r"\bhow many (?:people|persons|speakers|voices|men|women|different voices)\b"
                   r"|\bnumber of (?:speakers|people|voices)\b|几个人|多少人|几位|几个说话")
@@ -100,7 +101,7 @@ _CUES: list[tuple[str, float, str]] = [
     (SOUND, 1.5, r"\bsounds?\b|\bnoise\b|\bwhat is (?:it|this|that)\b|\bwhat's (?:it|this|that)\b|\bwhat happened\b"
                  r"|\bhear\b|\bheard\b"
                  r"|\baudio events?\b|\bwhat(?:'s| is) in (?:the|this|that)(?: \w+)? (?:audio|clip|recording)\b"
-                 r"|\bwhich (?:clip|audio|one|recording)s? (?:has|have|contains?)\b|哪一?段(?:音频)?(?:里)?有"
+                 rf"|{WHICH_HAS}|哪一?段(?:音频)?(?:里)?有"
                  r"|\b(?:describe|tell me about) (?:the|this|that) (?:audio|sound|clip|recording)\b"
                  r"|\bwhat(?:'s| is) going on(?: here| in (?:the|this) (?:audio|clip|recording))?\s*[?.!]?$"
                  r"|\bwhat (?:kind of )?(?:animal|bird|insect|creature|vehicle|machine)s?\b"
