@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,6 +49,18 @@ def _idle_ticks(cpus: set[int]) -> tuple[int, int]:
     return idle, total
 
 
+def _cpus() -> set[int]:
+    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+def _free_share(idle: int, total: int, own_ticks: float, n: int) -> int:
+    """Cores (of `n`, at least 1) that other processes left idle, from the ticks of one window: `idle` and `total`
+    summed over the cores, `own_ticks` this process's own CPU time in the same units (it counts as free: it is
+    what is being sized)."""
+    busy_elsewhere = max(0.0, (total - idle) - own_ticks)
+    return max(1, min(n, int(n - busy_elsewhere / (total / n) + 0.5)))
+
+
 def free_cores(sample_s: float = 0.25) -> int:
     """How many of this process's cores are idle now (at least 1): their idle share over `sample_s`.
 
@@ -57,7 +70,7 @@ def free_cores(sample_s: float = 0.25) -> int:
     """
     import time
 
-    cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cpus = _cpus()
     try:
         idle0, total0 = _idle_ticks(cpus)
         time.sleep(sample_s)
@@ -66,5 +79,45 @@ def free_cores(sample_s: float = 0.25) -> int:
         return len(cpus)
     if total1 <= total0:
         return len(cpus)
-    share = (idle1 - idle0) / (total1 - total0)  # of all the cores' time
-    return max(1, min(len(cpus), int(share * len(cpus) + 0.5)))
+    return _free_share(idle1 - idle0, total1 - total0, 0.0, len(cpus))
+
+
+@dataclass(frozen=True)
+class CpuMark:
+    """The cores' tick counters and this process's own CPU seconds at one moment (`cpu_mark`), to size a thread
+    pool later by what other processes used in between (`cores_free_since`), without sleeping to sample."""
+
+    idle: int
+    total: int
+    own_s: float
+    cpus: frozenset[int]
+
+
+def cpu_mark() -> CpuMark | None:
+    """Now's counters; None where /proc/stat cannot be read."""
+    cpus = _cpus()
+    try:
+        idle, total = _idle_ticks(cpus)
+    except (OSError, ValueError):
+        return None
+    t = os.times()
+    return CpuMark(idle, total, t.user + t.system, frozenset(cpus))
+
+
+def cores_free_since(mark: CpuMark | None, min_s: float = 0.2) -> int | None:
+    """How many cores other processes left idle since `mark` (at least 1; this process's own threads count as
+    free, so a busy answer does not shrink its own pool). None where `mark` is None or under `min_s` of wall time
+    has passed (too few ticks to tell): keep the pool as it is then."""
+    if mark is None:
+        return None
+    now = cpu_mark()
+    if now is None or now.cpus != mark.cpus:
+        return None
+    n, total = len(mark.cpus), now.total - mark.total
+    if total < min_s * _TICKS_PER_S * n:
+        return None
+    own_ticks = (now.own_s - mark.own_s) * _TICKS_PER_S
+    return _free_share(now.idle - mark.idle, total, own_ticks, n)
+
+
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc/stat's unit (USER_HZ)

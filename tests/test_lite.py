@@ -336,14 +336,39 @@ def test_open_answer_stops_at_max_new_tokens(llm):
     assert stream.stats.new_tokens == 5 and stream.stats.stop_reason == "length"
 
 
-def test_open_answer_leaves_torch_threads_alone(llm):
+def test_open_answer_leaves_torch_threads_alone_when_they_were_given(llm, monkeypatch):
     model, tok = llm
+    monkeypatch.setattr(model, "size_threads", False)  # as load_lite(cpu_threads=N) makes it
+    monkeypatch.setattr("qwen_audio.lite.model.cores_free_since", lambda mark: pytest.fail("sized the pool"))
+    model.llm()  # loaded (its load sets the pool to cpu_threads once)
     before = torch.get_num_threads()
     pieces = iter(model.chat_stream(tok, "Suggest a name for a dog.", max_new_tokens=4))
     next(pieces)
     assert torch.get_num_threads() == before  # between pieces: the caller's code runs with its own setting
     list(pieces)
     assert torch.get_num_threads() == before
+
+
+def test_open_answers_size_the_llms_threads_to_the_cores_left_free(llm, monkeypatch):
+    """With cpu_threads=0 (the default) each LLM answer first takes the cores other processes left free while its
+    clips were analysed: a machine that got busy after lite loaded no longer keeps the load-time pool."""
+    model, tok = llm
+    assert model.size_threads  # the fixture loads with the default cpu_threads=0
+    before = torch.get_num_threads()
+    marks = []
+
+    def one_core_free(mark):
+        marks.append(mark)
+        return 1
+
+    monkeypatch.setattr("qwen_audio.lite.model.cores_free_since", one_core_free)
+    try:
+        q = tok.from_list_format([{"audio": clip("glass-breaking-151256.mp3")}, {"text": "Write one line about this."}])
+        text = model.chat(tok, q, history=None, max_new_tokens=4)[0]
+        assert torch.get_num_threads() == 1 and text
+        assert len(marks) == 1 and marks[0] is not None  # the mark taken when the answer began
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_typed_chatml_markers_are_plain_text(llm, monkeypatch):

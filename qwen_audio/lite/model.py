@@ -18,6 +18,7 @@ from typing import Callable
 
 from ..audio import Clip, ClipStore, source_key
 from ..backend import Backend, Pieces, SoundEvent, StopAnswer, TurnStats
+from ..cpu import CpuMark, cores_free_since, cpu_mark
 from ..errors import OptionError
 from ..messages import Audio, Conversation, plain_text
 from ..options import GenerationConfig
@@ -101,9 +102,13 @@ class LiteModel(Backend):
 
     def __init__(self, asr: WhisperASR, llm_path: os.PathLike | None = None, *, tagger_path: os.PathLike | None = None,
                  cache_size: int = 64, clip_bytes: int = 64 << 20, llm_dtype=None, llm_quantize=None,
-                 cpu_threads: int = 0):
+                 cpu_threads: int = 0, size_threads: bool = False):
         self.asr = asr
         self.cpu_threads = cpu_threads  # the LLM's torch threads (0: torch's default); Whisper's are set in `asr`
+        # Resize the LLM's pool before each answer to the cores other processes left free while its clips were
+        # analysed (`cpu.cores_free_since`): a machine that gets busy after lite loads would otherwise keep a pool
+        # wider than its free cores, whose barriers then wait for time slices.
+        self.size_threads = size_threads
         self.llm_path = llm_path  # GGUF file; loaded on the first open question
         self.llm_dtype = llm_dtype  # None: bfloat16 on CPUs with native bfloat16 (see llm.load_gguf)
         self.llm_quantize = llm_quantize  # None, "int8", "int4": how the LLM's weights are stored (llm.load_gguf)
@@ -190,6 +195,7 @@ class LiteModel(Backend):
     def _compose(self, conversation: Conversation, decoded: list[tuple[Audio, Clip]], cfg: GenerationConfig,
                  cancel) -> Pieces:
         """The answer's pieces: Whisper runs here, on the clips the question picks, when an answer needs it."""
+        mark = cpu_mark() if self.size_threads else None
         question = plain_text(conversation.question.query)
         picked = I.clip_refs(question, len(decoded)) if decoded else []
         question = I.standing_question(question, [plain_text(t.query) for t in conversation.turns[:-1]])
@@ -203,10 +209,10 @@ class LiteModel(Backend):
             yield (A.lead(clips, p) + "\n" if new_clips(conversation) else "") + p("unknowable")
             return TurnStats(0, 0, 0, "stop")
         if intent.kind == I.OPEN:
-            return (yield from self._open(conversation, question, clips, cfg, cancel))
+            return (yield from self._open(conversation, question, clips, cfg, cancel, mark))
         code = A.translation_target(question) if intent.kind == I.TRANSLATE else None
         if clips and code and self.llm_path is not None:  # Whisper translates into English only
-            return (yield from self._translate(conversation, question, clips, code, cfg, cancel))
+            return (yield from self._translate(conversation, question, clips, code, cfg, cancel, mark))
         yield A.compose(intent, question, clips)
         return TurnStats(0, 0, 0, "stop")
 
@@ -234,7 +240,7 @@ class LiteModel(Backend):
         return sounds_like
 
     def _open(self, conversation: Conversation, question: str, clips: list[A.Heard], cfg: GenerationConfig,
-              cancel) -> Pieces:
+              cancel, mark: CpuMark | None = None) -> Pieces:
         """Open questions: the LLM, told the clips' reports, answers after a one-line summary of them, both in the
         question's language (a Chinese question gets a Chinese lead and is asked for a Chinese answer). The summary
         is written when the question brings the clips, not again on follow-up questions about them."""
@@ -263,18 +269,27 @@ class LiteModel(Backend):
         messages.append(("user", f"{context}\n\n{ask}" if context else ask))
         if opening:
             yield opening
-        return (yield from self._llm_answer(messages, cfg, opening, cancel))
+        return (yield from self._llm_answer(messages, cfg, opening, cancel, mark))
 
-    def _llm_answer(self, messages: list[tuple[str, str]], cfg: GenerationConfig, opening: str, cancel) -> Pieces:
+    def _llm_answer(self, messages: list[tuple[str, str]], cfg: GenerationConfig, opening: str, cancel,
+                    mark: CpuMark | None = None) -> Pieces:
         """The LLM's pieces after `opening`: streamed freely but for the last ~48 tokens, in which the answer is
-        let to end only at a sentence end."""
+        let to end only at a sentence end. With `size_threads`, torch's pool first takes the cores other processes
+        left free since `mark` (the answer's start)."""
         from .llm import whole_sentences
 
-        pieces = self.llm().answer(messages, cfg, opening, cancel)
+        llm = self.llm()
+        free = cores_free_since(mark) if self.size_threads else None
+        if free is not None:
+            import torch
+
+            if free != torch.get_num_threads():
+                torch.set_num_threads(free)
+        pieces = llm.answer(messages, cfg, opening, cancel)
         return (yield from whole_sentences(pieces, free=cfg.max_new_tokens - 48))
 
     def _translate(self, conversation: Conversation, question: str, clips: list[A.Heard], code: str,
-                   cfg: GenerationConfig, cancel) -> Pieces:
+                   cfg: GenerationConfig, cancel, mark: CpuMark | None = None) -> Pieces:
         """A translation into a language other than English: each clip's words as Whisper heard them, then the
         LLM's translation of them (greedy or sampled as `cfg` says)."""
         lead, task = A.llm_translation(clips, code, for_question(question))
@@ -282,7 +297,7 @@ class LiteModel(Backend):
         if task is None:
             return TurnStats(0, 0, 0, "stop")
         return (yield from self._llm_answer([("system", plain_text(conversation.system)), ("user", task)], cfg, "",
-                                            cancel))
+                                            cancel, mark))
 
     def _transcribe(self, tokenizer, source, request, cfg):
         """Whisper over pause-cut windows of `source` (see `longform`): greedy, or with `do_sample` Whisper's
