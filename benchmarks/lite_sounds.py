@@ -404,4 +404,10 @@ ROUTES = [
     ("Is the glass breaking dangerous?", "open"),
     ("Which clip has the glass?", "sound"), ("哪一段有玻璃破碎的声音？", "sound"), ("Which one is longest?", "duration"),
     ("Which clip is the quietest?", "loudness"), ("What is in the third audio?", "sound"),
+    ("Is there any background noise?", "quality"), ("背景里有噪音吗？", "quality"), ("What's the audio quality like?", "quality"),
+    ("这段音频的音质怎么样？", "quality"), ("Is the recording clear?", "quality"), ("What is that noise?", "sound"),
+    ("这是什么噪音？", "sound"), ("What key is this piece in?", "music"), ("这首曲子是什么调？", "music"),
+    ("Is this piece fast or slow?", "music"), ("How long is this?", "duration"), ("Does he mention a name?", "person"),
+    ("What is the first word?", "describe"), ("他说的第一个词是什么？", "describe"), ("How many words are spoken?", "describe"),
+    ("Count the words.", "describe"),
 ]

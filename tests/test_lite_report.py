@@ -244,3 +244,96 @@ def test_which_clip_questions_are_answered_per_clip():
     said = A.compose(route("Which clip has the glass?"), "Which clip has the glass?", clips)
     assert said.startswith("Yes: breaking glass is heard in the first audio") and "No, I don't hear breaking glass in " \
         "the second audio" in said, said
+
+
+def test_quality_questions_are_answered_from_measured_levels():
+    """'Is there any background noise?' had been answered with the transcript only, 背景里有噪音吗 by the LLM with "背景里有
+    噪音" for a clean reading: now the recording's level, peak, how far its quiet moments lie under its loud ones, and
+    what else is heard beside the speech."""
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.intent import QUALITY, route
+    from qwen_audio.lite.phrases import ZH
+    from qwen_audio.lite.report import frame_levels
+
+    rng = np.random.default_rng(0)
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(16000) / 16000)).astype(np.float32)
+    hiss = lambda n, level: (rng.standard_normal(n) * level).astype(np.float32)  # noqa: E731
+    quiet_bg = np.concatenate([tone + hiss(16000, 1e-3), hiss(16000, 1e-3)])  # tone, then a pause with faint hiss
+    noisy_bg = np.concatenate([tone + hiss(16000, 0.05), hiss(16000, 0.05)])
+    q, loud = frame_levels(quiet_bg)
+    assert -62 < q < -58 and -14 < loud < -12  # the hiss's -60 dBFS and the tone's -13.5 dBFS
+    assert frame_levels(np.zeros(100, np.float32)) == (-180.0, -180.0) and frame_levels(np.zeros(0, np.float32))[0] == -180.0
+
+    def clip_of(samples, hearing=None):
+        t = tags(8, {SPEECH: [0.9] * 8} if hearing else {})
+        r = make_report(samples, hearing or Hearing("transcribe", "", None, 0.0, duration=2.0), t)
+        return [A.Heard(0, 1, lambda task: None, lambda: r)]
+
+    for question in ("Is there any background noise?", "背景里有噪音吗？", "What's the audio quality like?", "音质怎么样？"):
+        assert route(question).kind == QUALITY, question
+    said = A.quality(clip_of(quiet_bg))
+    assert "-60 dBFS, 47 dB under its loudest: a quiet background" in said and "may be clipped" not in said, said
+    assert "-26 dBFS, only 13 dB under its loudest: sound throughout" in A.quality(clip_of(noisy_bg))  # the hiss: -26
+    clipped = np.concatenate([np.ones(800, np.float32), np.zeros(16000, np.float32)])
+    assert "full scale: it may be clipped" in A.quality(clip_of(clipped))
+    assert "digital silence" in A.quality(clip_of(clipped)) and "数字静音" in A.quality(clip_of(clipped), ZH)
+    words = (Word("Sit", 0.2, 0.5, 0.9), Word("down.", 0.5, 0.9, 0.9))
+    heard = Hearing("transcribe", "Sit down.", "en", 0.9, words, ((0.0, 1.0),), 2.0)
+    assert "Besides the speech, no other sound stands out." in A.quality(clip_of(quiet_bg, heard))
+    assert "除了说话声，没有其他突出的声音。" in A.quality(clip_of(quiet_bg, heard), ZH)
+
+
+def test_keys_ages_and_how_a_clip_was_made_are_said_to_be_unknown():
+    """The LLM had named a key ("C major"), called the glass "most likely outdoors" and the Quilter reading "a real
+    recording"; 'How long is this?' had given the music's span, 'How old is the speaker?' the pitch only."""
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.intent import DURATION, MUSIC, PERSON, route
+    from qwen_audio.lite.phrases import ZH
+
+    music, piano = 132, 153
+    r = report(tags(8, {music: [0.9] * 8, piano: [0.5] * 8}))
+    clip = [A.Heard(0, 1, lambda task: None, lambda: r)]
+    for q in ("What key is this piece in?", "这首曲子是什么调？", "Is this piece fast or slow?"):
+        assert route(q).kind == MUSIC, q
+    assert A.music(clip, question="What key is this piece in?").endswith("cannot say which key the music is in.")
+    assert A.music(clip, ZH, "这首曲子是什么调？").endswith("无法判断音乐是什么调。")
+    assert "key" not in A.music(clip, question="Is there music?")
+    assert route("How long is this?").kind == DURATION and route("Does he mention a name?").kind == PERSON
+    for q in ("Is this indoors or outdoors?", "这段录音是在室内还是室外？", "Is it a live recording?",
+              "Is this a real recording or a synthetic voice?", "是真人在说话吗？"):
+        assert A.unknowable(q) == "unknowable_setting", q
+    for q in ("Write a story set outdoors.", "Imagine this happened indoors. What should I do?", "What is it?"):
+        assert A.unknowable(q) == "", q
+    assert A.unknowable("Who composed this?") == "unknowable"
+    words = (Word("Sit", 0.2, 0.5, 0.9), Word("down.", 0.5, 0.9, 0.9))
+    heard = Hearing("transcribe", "Sit down.", "en", 0.9, words, ((0.0, 1.0),), 1.9)
+    talk = [A.Heard(0, 1, lambda task: heard, lambda: report(tags(8, {SPEECH: [0.9] * 8}), heard))]
+    assert A.compose(route("How old is the speaker?"), "How old is the speaker?", talk).endswith(
+        "does not estimate a speaker's age.")
+    assert "age" not in A.compose(route("Is it a man or a woman?"), "Is it a man or a woman?", talk)
+
+
+def test_first_and_last_words_and_how_many_are_said_come_from_the_timed_words():
+    """'What is the first word?' had gone to the LLM, 'the last word' and 'how many words' to the whole transcript,
+    'Count the words.' to the speech's span."""
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.intent import DESCRIBE, route
+    from qwen_audio.lite.phrases import ZH
+
+    words = (Word("Mr.", 0.54, 0.78, 0.9), Word("Quilter", 0.78, 1.28, 0.9), Word("spoke.", 1.3, 1.9, 0.9))
+    heard = Hearing("transcribe", "Mr. Quilter spoke.", "en", 0.9, words, ((0.5, 2.0),), 2.4)
+    talk = [A.Heard(0, 1, lambda task: heard, lambda: report(tags(8, {SPEECH: [0.9] * 8}), heard))]
+    ask = lambda q: A.compose(route(q), q, talk)  # noqa: E731
+    for q in ("What is the first word?", "What is the last word he says?", "How many words are spoken?", "Count the words.",
+              "他说的第一个词是什么？", "他说了几个字？"):
+        assert route(q).kind == DESCRIBE, q
+    assert ask("What is the first word?") == 'The first word is "Mr.", from <|0.54|> to <|0.78|> seconds.'
+    assert ask("What is the last word he says?") == 'The last word is "spoke", from <|1.30|> to <|1.90|> seconds.'
+    assert ask("How many words are spoken?") == ask("Count the words.") == "3 words are spoken."
+    zh_words = (Word("你没事", 1.5, 2.0, 0.9), Word("吧", 2.0, 2.3, 0.9))
+    zh = Hearing("transcribe", "你没事吧。", "zh", 0.9, zh_words, ((1.4, 2.4),), 3.0)
+    zh_clip = [A.Heard(0, 1, lambda task: zh, lambda: report(tags(8, {SPEECH: [0.9] * 8}), zh))]
+    assert A.word_facts(zh_clip, "他说了几个字？", ZH) == "一共说了4个字。"
+    assert A.word_facts(zh_clip, "最后一个词是什么？", ZH) == '最后一个词是"吧"，从<|2.00|>秒到<|2.30|>秒。'
+    silent = [A.Heard(0, 1, lambda task: None, lambda: report(tags(8, {})))]
+    assert A.word_facts(silent, "What is the first word?") == "I hear no speech in this audio."

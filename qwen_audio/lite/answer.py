@@ -233,6 +233,7 @@ def instruments(clips: Sequence[Heard], p: Phrases = EN) -> str:
 
 # Tempo is not measured (an onset-autocorrelation estimate was tried and could not be checked): said when asked.
 _TEMPO = re.compile(r"\btempo\b|\bbpm\b|\bbeats? per\b|\bfast\b|\bslow\b|\bspeed\b|\bpace\b|节奏|快慢|速度|节拍|多快", re.I)
+_KEY = re.compile(r"\bkey\b|\bmajor or (?:a )?minor\b|\bchords?\b|调性|什么调|哪个调|大调|小调|和弦", re.I)
 _GENRE = re.compile(r"\bgenre|\bstyle\b|\bkind of music\b|\btype of music\b|风格|类型|流派", re.I)
 _MUSIC_WORDS = re.compile(r"\bmusic\b|\bsong\b|\bmelody\b|\bpiece\b|音乐|歌|曲|旋律", re.I)
 _MOOD = re.compile(r"\bmood|\bemotion|\bhappy\b|\bsad\b|\bcheerful|\bjoyful|\bmelanchol|\bfeel|情绪|情感|心情|开心|高兴|难过"
@@ -266,7 +267,41 @@ def music(clips: Sequence[Heard], p: Phrases = EN, question: str = "") -> str:
         out.append(_sentence(text))
     if _TEMPO.search(question) and any(c.rep.has_music for c in clips):
         out.append(p("no_tempo"))
+    if _KEY.search(question) and any(c.rep.has_music for c in clips):
+        out.append(p("no_key"))
     return p.sp.join(out)
+
+
+QUIET_BACKGROUND_DB, SOME_BACKGROUND_DB = 35.0, 20.0  # quietest tenth under the loudest tenth; see `quality`
+
+
+def quality(clips: Sequence[Heard], p: Phrases = EN) -> str:
+    """How good the recording is, as measured: its level and peak (full scale: maybe clipped), how far its quietest
+    50 ms frames lie under its loudest (the tutorial's clean readings 43-53 dB, its continuous music and Spanish 15 dB,
+    white noise 0.5 dB), and what else is heard beside the speech. No quality is judged beyond these."""
+    out = []
+    for c in clips:
+        r = c.rep
+        if r.silent:
+            out.append(_where(c, len(clips), p) + p("silent", r.loudness_dbfs))
+            continue
+        clip = p("quality_clipped") if r.peak_dbfs >= -0.1 else ""
+        text = [p("quality_levels", who=_subject(c, p), mean=round(r.loudness_dbfs), peak=round(r.peak_dbfs), clip=clip)]
+        gap = round(r.loudest_dbfs - r.quietest_dbfs)
+        if r.quietest_dbfs <= -100.0:
+            text.append(p("quality_digital"))
+        else:
+            kind = "quiet" if gap >= QUIET_BACKGROUND_DB else "some" if gap >= SOME_BACKGROUND_DB else "busy"
+            text.append(p(f"quality_{kind}", q=round(r.quietest_dbfs), gap=gap))
+        if r.has_speech:
+            beside = [music_phrase(r, p)] if r.has_music and not r.singing else []
+            beside += [p.name(s.name) for s in loud_sounds(r)]
+            text.append(p("quality_besides", p.join(beside)) if beside else
+                        p("quality_nothing_else") if r.tagged else "")
+        else:
+            text.append(p("quality_what", what_phrase(r, p)))
+        out.append(p.sp.join(t for t in text if t))
+    return p.sp.join([*out, p("quality_note")])
 
 
 # ---- speech -------------------------------------------------------------------------------------------
@@ -285,6 +320,35 @@ def describe(clips: Sequence[Heard], subject: str = "speech", p: Phrases = EN) -
         parts.append(p("is_of", _label(c, p), speaking_phrase(r, p)) if r.has_speech
                      else p("is_of_no_speech", _label(c, p), what_phrase(r, p)))
     return _clauses(parts, p)
+
+
+_HAN = re.compile(r"[\u3400-\u9fff]")
+
+
+def word_facts(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
+    """'The first word is "Mr.", from <|0.54|> to <|0.80|> seconds.', the last word, or how many words are spoken (Han
+    characters for Chinese speech), from the transcript's timed words; the transcript answer where no one speaks."""
+    low = question.lower()
+    out = []
+    for c in clips:
+        r = c.rep
+        where = _where(c, len(clips), p)
+        words = r.hearing.words
+        if not r.has_speech or not words:
+            out.append(_sentence(where + (p("is_of_no_speech", _label(c, p), what_phrase(r, p)) if len(clips) > 1
+                                          else p("no_speech_heard"))))
+            continue
+        if re.search(r"\bhow many words\b|\bnumber of words\b|\bword count\b|\bcount\b|多少个?(?:词|字)|几个(?:词|字)", low):
+            n = len(_HAN.findall(r.hearing.text)) if r.hearing.language in ("zh", "yue", "ja") else len(words)
+            out.append(_sentence(p("word_count", where=where, n=n)))
+            continue
+        last = re.search(r"\b(?:last|final)\b|最后|结尾", low) is not None
+        w = words[-1] if last else words[0]
+        word = w.text.strip(" ,!?;:。，！？；：、\"'“”")
+        if not re.fullmatch(r"[A-Z][a-z]{0,3}\.", word):  # "Mr." keeps its stop; a sentence's last word does not
+            word = word.rstrip(".")
+        out.append(_sentence(p("last_word" if last else "first_word", where=where, word=word, a=ts(w.start), b=ts(w.end))))
+    return p.sp.join(out)
 
 
 def _says(clips: Sequence[Heard], p: Phrases = EN) -> str:
@@ -667,9 +731,9 @@ def _compare_voices(voiced, p: Phrases = EN) -> str:
     return text + p.sp + _sentence(_says([c1, c2], p)) + p.stop
 
 
-def speaker(clips: Sequence[Heard], p: Phrases = EN, count: bool = False) -> str:
+def speaker(clips: Sequence[Heard], p: Phrases = EN, count: bool = False, age: bool = False) -> str:
     """The measured pitch and the range it is typical of; the lite model does not identify speakers, nor (asked how
-    many people speak: `count`) tell voices apart."""
+    many people speak: `count`) tell voices apart, nor (asked how old: `age`) estimate ages."""
     if count and not any(c.rep.has_speech for c in clips):
         return p("nobody_speaks", p.join([what_phrase(c.rep, p) for c in clips]))
     out, guessed = [p("speaker_count")] if count else [], False
@@ -683,7 +747,7 @@ def speaker(clips: Sequence[Heard], p: Phrases = EN, count: bool = False) -> str
         typical = p("pitch_man" if f0 < 160 else "pitch_woman" if f0 > 180 else "pitch_between")
         out.append(_sentence(where + p("median_pitch", f0, typical)))
         guessed = True
-    return p.sp.join(out + ([p("pitch_guess")] if guessed else []))
+    return p.sp.join(out + ([p("pitch_guess")] if guessed else []) + ([p("no_age")] if age else []))
 
 
 # ---- the LLM's context --------------------------------------------------------------------------------
@@ -752,9 +816,27 @@ _UNKNOWABLE = re.compile(
     r"|哪首歌|什么歌|歌名|曲名|哪里人", re.I)
 
 
-def unknowable(question: str) -> bool:
-    """Whether `question` asks who plays or speaks, where or when a clip was recorded, or contact details."""
-    return bool(_UNKNOWABLE.search(question))
+# Where and how a clip was made: the LLM said "most likely outdoors" of the glass, "室内", "a real recording".
+# Asked of the clip only: "write a story set outdoors" is a story.
+_SETTING = re.compile(
+    r"\b(?:indoors?|inside) or (?:outdoors?|outside)\b|\b(?:outdoors?|outside) or (?:indoors?|inside)\b"
+    r"|\b(?:is|was) (?:it|this|that)(?: recorded)? (?:indoors?|outdoors?|inside|outside|live|in a studio)\b"
+    r"|\brecorded (?:indoors?|outdoors?|inside|outside|live|in a studio)\b|\b(?:is|was) (?:it|this|that) a (?:live|studio) "
+    r"(?:recording|performance)\b|\b(?:is|was) (?:it|this|that|the voice|the speaker|he|she) (?:a )?(?:real|synthetic|"
+    r"synthesi[sz]ed|ai[- ]generated|computer[- ]generated|human|robot)\b|\b(?:real|human) or (?:a )?(?:synthetic|fake|ai|"
+    r"tts|robot|computer|generated)\b"
+    r"|室内还是室外|室外还是室内|在(?:室内|室外|户外)(?:录|吗)|现场录|录音棚|(?:是不是|是)真人|合成的吗|是不是合成"
+    r"|ai生成的吗|机器合成", re.I)
+_AGE = re.compile(r"\bhow old\b|\bage\b|年龄|几岁|多大", re.I)
+
+
+def unknowable(question: str) -> str:
+    """The phrase key that answers a question no sound can: who plays or speaks, where or when a clip was recorded,
+    contact details ("unknowable"); indoors or out, live or studio, a real or synthetic voice ("unknowable_setting");
+    '' for any other question."""
+    if _UNKNOWABLE.search(question):
+        return "unknowable"
+    return "unknowable_setting" if _SETTING.search(question) else ""
 
 
 def answer_opening(question: str, clips: Sequence[Heard]) -> str:
@@ -825,12 +907,16 @@ def compose(intent: I.Intent, question: str, clips: Sequence[Heard]) -> str:
     if k == I.EMOTION:
         return emotion(clips, p)
     if k == I.SPEAKER:
-        return speaker(clips, p, I.asks_speaker_count(question))
+        return speaker(clips, p, I.asks_speaker_count(question), bool(_AGE.search(question)))
+    if k == I.QUALITY:
+        return quality(clips, p)
     if k == I.INSTRUMENT:
         return instruments(clips, p)
     if k == I.MUSIC:
         return music(clips, p, question)
     if k == I.SOUND:
         return what_is(clips, question, p)
+    if re.search(I.WORD_FACTS, question.lower()):
+        return word_facts(clips, question, p)
     subject = "sound" if re.search(r"\bsound\b|声音", question, re.I) else "speech"
     return describe(clips, subject, p)

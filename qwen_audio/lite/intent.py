@@ -20,6 +20,7 @@ TRANSLATE = "translate"  # the speech in English
 LANGUAGE = "language"  # which language is spoken
 EMOTION = "emotion"  # voice cues, compared across clips; no emotion label is claimed
 LOUDNESS = "loudness"  # how loud: the recording's level, measured
+QUALITY = "quality"  # the recording's quality or background noise: its levels, measured, and what else is heard
 DURATION = "duration"  # how long a clip is
 SPEAKER = "speaker"  # gender / age: the measured pitch, stated as such
 INSTRUMENT = "instrument"  # which instruments play
@@ -29,6 +30,8 @@ DESCRIBE = "describe"  # transcription in the tutorial's "The speech is of ..." 
 OPEN = "open"  # anything else: the LLM, told the clips' reports
 
 WHICH_HAS = r"\bwhich (?:clip|audio|one|recording)s? (?:has|have|contains?)\b"  # "Which clip has the glass?"
+WORD_FACTS = (r"\b(?:first|last|final) word\b|\bhow many words\b|\bnumber of words\b|\bcount (?:the |all the )?words\b"
+              r"|\bword count\b|第一个(?:词|字)|最后一个(?:词|字)|多少个?(?:词|字)|几个(?:词|字)")
 _ACCENT = r"\baccents?\b|\bdialect\b|\bnative speaker\b|\b(?:british|american|australian|irish|scottish) or\b|口音|方言"
 _SPEAKER_COUNT = (r"\bhow many (?:people|persons|speakers|voices|men|women|different voices)\b"
                   r"|\bnumber of (?:speakers|people|voices)\b|几个人|多少人|几位|几个说话")
@@ -45,7 +48,7 @@ _CUES: list[tuple[str, float, str]] = [
     (OPEN, 3.0, r"写|故事|建议|推荐|怎么办|应该|如何处理|怎么处理|总结|概括|解释|为什么|想象|诗|场景|猜|提议|主意|好不好|好吗"
                 r"|怎么看|看法|回应|回复|怎么做|该做什么|要做什么|危险吗|安全吗|什么意思|意思是"),
     (PERSON, 3.0, r"\bperson(?:'s)? name\b|\bname of (?:the|a|any) person\b|\bwho is (?:mentioned|named)\b|\bwhat names?\b"
-                  r"|\bnames? (?:is|are) mentioned\b|人名|名字"),
+                  r"|\bnames? (?:is|are) mentioned\b|\bmention(?:s|ed)? (?:a |any )?(?:names?|anyone|someone)\b|人名|名字"),
     (TRANSLATE, 3.0, r"\btranslat|\bin english\b|翻译|译成|译为|用英语|英文怎么说|(?:中文|汉语)怎么说|中文意思"
                      r"|(?:中文|汉语)是什么意思"
                      r"|\b(?:say|says|saying|said|mean|means)\b[^?.!]{0,20}\bin (?:chinese|mandarin|spanish|french|german"
@@ -75,8 +78,17 @@ _CUES: list[tuple[str, float, str]] = [
                     r"|\b(?:is|was) (?:it|this|that|the (?:sound|noise|audio|clip|music)) (?:very |too )?(?:loud|quiet)\b"
                     r"|\bloudest\b|\bquietest\b|\bsoftest\b|最响|最吵|最安静"
                     r"|音量|响度|分贝|多响|多大声|声音(?:有)?多大|响不响|大声吗|吵不吵|有多吵|更响|更大声|更吵|更轻"),
+    # How good the recording is, how noisy its background: its measured levels and what else is heard. "What is that
+    # noise?" stays SOUND's; the LLM had answered "背景里有噪音吗？" with "背景里有噪音" for a clean reading.
+    (QUALITY, 3.5, r"\b(?:audio|sound|recording|voice) quality\b|\bquality of (?:the|this|that) (?:audio|sound|recording|clip)\b"
+                   r"|\bbackground noise\b|\bany noise\b|\bnois(?:y|iness)\b|\bnoise level\b|\bhiss\b|\bclipp(?:ed|ing)\b"
+                   r"|\bdistort(?:ed|ion)\b|\b(?:is|was) (?:it|this|the (?:audio|recording|sound|speech|voice)) (?:clear|clean)\b"
+                   r"|\bhow clear\b|\bwell recorded\b"
+                   r"|音质|录音质量|声音质量|背景(?:里|中)?(?:有)?(?:没有)?(?:噪音|杂音|噪声)|有(?:没有)?(?:噪音|杂音|噪声)|噪音大|杂音大"
+                   r"|底噪|失真|清晰吗|清楚吗|清不清楚|清不清晰"),
     # A clip's length; "how long does the glass break" is WHEN's (a sound's times).
     (DURATION, 3.5, r"\bhow long is (?:the |this |that |each )?(?:\w+ )?(?:audio|clip|recording|file|track|it)\b"
+                    r"|\bhow long is (?:this|that)\s*[?.!]*$"
                     r"|\b(?:length|duration) of (?:the|this|that|each) (?:audio|clip|recording|file)\b"
                     r"|\bwhich (?:one|clip|audio|recording) is (?:the )?(?:longer|shorter|longest|shortest)\b"
                     r"|\bhow many seconds\b"
@@ -97,7 +109,10 @@ _CUES: list[tuple[str, float, str]] = [
     (INSTRUMENT, 3.0, r"\binstrument|\bpiano\b|\bguitar\b|\bviolin\b|\bdrums?\b|\bplayed on\b|\bwhat is playing\b"
                       r"|乐器|钢琴|吉他|小提琴|鼓|演奏"),
     (MUSIC, 2.0, r"\bmusic|\bgenre\b|\bsong\b|\bmelody\b|\btempo\b|\bbpm\b|\bbeats? per\b|\bstyle\b"
-                 r"|音乐|歌|曲|风格|节奏|旋律|节拍"),
+                 r"|\b(?:this|the|that) (?:piano )?piece\b|音乐|歌|曲|风格|节奏|旋律|节拍"),
+    # A piece's key is not measured (said so, `answer.music`); the LLM had named one ("C major").
+    (MUSIC, 3.0, r"\b(?:what|which) key\b|\bin (?:what|which) key\b|\bthe key of (?:the|this|that) (?:music|song|piece)\b"
+                 r"|\bmajor or (?:a )?minor\b|\bchords?\b|调性|什么调|哪个调|大调|小调|和弦"),
     (SOUND, 1.5, r"\bsounds?\b|\bnoise\b|\bwhat is (?:it|this|that)\b|\bwhat's (?:it|this|that)\b|\bwhat happened\b"
                  r"|\bhear\b|\bheard\b"
                  r"|\baudio events?\b|\bwhat(?:'s| is) in (?:the|this|that)(?: \w+)? (?:audio|clip|recording)\b"
@@ -107,6 +122,8 @@ _CUES: list[tuple[str, float, str]] = [
                  r"|\bwhat (?:kind of )?(?:animal|bird|insect|creature|vehicle|machine)s?\b"
                  r"|\bis there\b|\bare there\b|声音|什么声|听到|听见|发生了什么|这是什么|是什么|有没有|有什么"),
     # Writing down what is said is a transcript, not a composition ("write" and 写 are OPEN's cues).
+    # Which word comes first or last, how many are said: from the transcript's words (`answer.word_facts`).
+    (DESCRIBE, 3.5, WORD_FACTS),
     (DESCRIBE, 3.5, r"\blyrics\b|\bwrite down\b|\bwrite out\b|\b(?:give me|show me|get|into|to|as) (?:the )?text\b"
                     r"|歌词|写下来|记下来|抄下来|写出来|转写|听写|几个字|多少字"),
     (DESCRIBE, 2.0, r"\brecogni[sz]e\b|\btranscri|\bsaying\b|\bsays?\b|\bsaid\b|\bspoken\b|\bspeech\b|\bwords\b"
@@ -119,7 +136,7 @@ _CUES: list[tuple[str, float, str]] = [
                 r"|\bhow many times\b|\bhow often\b|\bcount (?:the|how)\b"
                 r"|什么时候|何时|时间|开始|结束|哪里|在哪|位置|找出|找到|定位|几秒|多久|多少次|几次|数一数|数一下"),
 ]
-PRIORITY = [GROUND, PERSON, TRANSLATE, LANGUAGE, LOUDNESS, DURATION, EMOTION, SPEAKER, OPEN, INSTRUMENT, WHEN, MUSIC,
+PRIORITY = [GROUND, PERSON, TRANSLATE, LANGUAGE, LOUDNESS, QUALITY, DURATION, EMOTION, SPEAKER, OPEN, INSTRUMENT, WHEN, MUSIC,
             DESCRIBE, SOUND]
 
 # A quoted phrase: closed by ” 」 』 », or by " ' ’ before a space, the end or punctuation (so "don't" opens nothing).

@@ -204,9 +204,10 @@ class LiteModel(Backend):
                          self._sound_finder(*decoded[i]), decoded[i][1].duration) for i in picked]
         if len(picked) == 1 and len(decoded) > 1:  # "the second audio": answer as for one clip
             clips = [replace(clips[0], index=0, count=1)]
-        if clips and A.unknowable(question):  # who plays, where it was recorded: the LLM invents such things
+        unknown = A.unknowable(question) if clips else ""
+        if unknown:  # who plays, where it was recorded, indoors or out: the LLM invents such things
             p = for_question(question)
-            yield (A.lead(clips, p) + "\n" if new_clips(conversation) else "") + p("unknowable")
+            yield (A.lead(clips, p) + "\n" if new_clips(conversation) else "") + p(unknown)
             return TurnStats(0, 0, 0, "stop")
         if intent.kind == I.OPEN:
             return (yield from self._open(conversation, question, clips, cfg, cancel, mark))

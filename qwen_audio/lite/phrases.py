@@ -128,6 +128,22 @@ EN = Phrases("en", {
     "no_mood": "The tagger gives it no mood tag (it has six: happy, sad, tender, exciting, angry and scary music), so I "
                "cannot say which mood it has.",
     "no_tempo": "The lite model does not measure tempo, so it cannot say how fast the music is.",
+    "no_key": "The lite model does not measure key or chords, so it cannot say which key the music is in.",
+    "quality_levels": "{who} is at {mean} dBFS on average, peaking at {peak} dBFS{clip}.",
+    "quality_clipped": " (full scale: it may be clipped)",
+    "quality_digital": "Between its sounds there is digital silence: no background noise at all.",
+    "quality_quiet": "Its quietest moments are at {q} dBFS, {gap} dB under its loudest: a quiet background.",
+    "quality_some": "Its quietest moments are at {q} dBFS, {gap} dB under its loudest: some background sound.",
+    "quality_busy": ("Its quietest moments are at {q} dBFS, only {gap} dB under its loudest: sound throughout, with no "
+                     "quiet pause (a noisy background, or speech or music that does not pause)."),
+    "quality_besides": "Besides the speech, {0} is heard.",
+    "quality_nothing_else": "Besides the speech, no other sound stands out.",
+    "quality_what": "It is {0}.",
+    "quality_note": "These are measurements of the recording; the lite model does not rate its quality otherwise.",
+    "no_age": "The lite model does not estimate a speaker's age.",
+    "first_word": '{where}the first word is "{word}", from {a} to {b} seconds.',
+    "last_word": '{where}the last word is "{word}", from {a} to {b} seconds.',
+    "word_count": "{where}{n} words are spoken.",
     "says": "the speech says: {0}",
     "no_speech_in_it": "and I hear no speech in it",
     "label_says": "{0} says {1}",
@@ -148,6 +164,9 @@ EN = Phrases("en", {
     "unknowable": ("Who is playing or speaking, who wrote a piece and what it is called, where someone is from, and "
                    "where or when it was recorded cannot be told from the sound itself: only what is said in it can "
                    "tell that."),
+    "unknowable_setting": ("Whether it was recorded indoors or outdoors, live or in a studio, and whether a voice is a real "
+                           "person's or synthetic, the lite model cannot tell: it names the speech, music and sounds in a "
+                           "clip, not where or how it was made."),
     "accent_note": "Whisper names the language only: the lite model does not tell accents or dialects apart.",
     "word_span": 'the word "{phrase}" starts at {a} seconds and ends at {b} seconds.',
     "words_span": 'the words "{phrase}" start at {a} seconds and end at {b} seconds.',
@@ -321,6 +340,21 @@ ZH = Phrases("zh", {
     "no_genre": "标注器没有给出风格标签，所以我无法说出它的风格。",
     "no_mood": "标注器没有给出音乐情绪标签（它有六种：欢快、悲伤、温柔、激动、愤怒和恐怖的音乐），所以我无法判断它的情绪。",
     "no_tempo": "lite模型不测量节奏，所以无法判断音乐的快慢。",
+    "no_key": "lite模型不测量调性或和弦，所以无法判断音乐是什么调。",
+    "quality_levels": "{who}平均电平{mean} dBFS，峰值{peak} dBFS{clip}。",
+    "quality_clipped": "（已到满幅，可能有削波）",
+    "quality_digital": "声音之间是数字静音：完全没有背景噪音。",
+    "quality_quiet": "最安静处为{q} dBFS，比最响处低{gap} dB：背景很安静。",
+    "quality_some": "最安静处为{q} dBFS，比最响处低{gap} dB：有一些背景声。",
+    "quality_busy": "最安静处为{q} dBFS，只比最响处低{gap} dB：声音持续不断，没有安静的停顿（背景嘈杂，或语音、音乐没有停顿）。",
+    "quality_besides": "除了说话声，还能听到{0}。",
+    "quality_nothing_else": "除了说话声，没有其他突出的声音。",
+    "quality_what": "内容是{0}。",
+    "quality_note": "这些是对录音的测量；lite模型不对音质做其他评价。",
+    "no_age": "lite模型不估计说话人的年龄。",
+    "first_word": '{where}第一个词是"{word}"，从{a}秒到{b}秒。',
+    "last_word": '{where}最后一个词是"{word}"，从{a}秒到{b}秒。',
+    "word_count": "{where}一共说了{n}个字。",
     "says": "语音内容是{0}",
     "no_speech_in_it": "这段音频里没有听到说话声",
     "label_says": "{0}说的是{1}",
@@ -340,6 +374,8 @@ ZH = Phrases("zh", {
     "heard_as": '转写里这里是"{0}"。',
     "unknowable": ("是谁在演奏或说话、作品是谁写的、叫什么名字、说话的人是哪里人、在哪里或什么时候录制的，单凭声音无法判断："
                    "只有音频里说到的内容才能说明。"),
+    "unknowable_setting": ("是在室内还是室外、现场还是录音棚录制的，声音是真人还是合成的，lite模型无法判断："
+                           "它只识别音频里的语音、音乐和声音，不判断录制的场所和方式。"),
     "accent_note": "Whisper只能识别语言：lite模型不能区分口音或方言。",
     "word_span": '"{phrase}"开始于{a}秒，结束于{b}秒。',
     "words_span": '"{phrase}"开始于{a}秒，结束于{b}秒。',

@@ -210,6 +210,10 @@ class Report:
     top: tuple[tuple[str, float], ...] = field(default=(), repr=False)  # the raw top AudioSet classes
     peak_dbfs: float = -180.0  # the loudest sample, dB relative to full scale
     music_spans: tuple[tuple[float, float], ...] = ()  # (start, end) seconds where the 'Music' class scores MUSIC_PRESENT
+    # Levels of the clip's quietest and loudest tenth of 50 ms frames (10th / 90th percentiles, dBFS): its background
+    # where it pauses, and its foreground (`frame_levels`).
+    quietest_dbfs: float = -180.0
+    loudest_dbfs: float = -180.0
 
     @property
     def has_speech(self) -> bool:
@@ -279,6 +283,18 @@ def group_sounds(tags: Tags, kinds=(SOUND, VOCAL)) -> list[Sound]:
     return sorted(out, key=lambda s: -weight[s.name])
 
 
+FRAME = SAMPLE_RATE // 20  # 50 ms
+
+
+def frame_levels(samples: np.ndarray) -> tuple[float, float]:
+    """(quietest, loudest) level in dBFS of float32 [n] 16 kHz `samples`: the 10th and 90th percentiles of its 50 ms
+    frames' RMS levels (-180 for digital silence; the whole clip as one frame when it is shorter than one)."""
+    n = max(1, len(samples) // FRAME)
+    frames = np.asarray(samples[:n * FRAME] if len(samples) >= FRAME else samples, np.float64).reshape(n, -1)
+    levels = 20 * np.log10(np.maximum(np.sqrt((frames ** 2).mean(axis=1)) if frames.size else np.zeros(n), 1e-9))
+    return round(max(-180.0, float(np.percentile(levels, 10))), 1), round(max(-180.0, float(np.percentile(levels, 90))), 1)
+
+
 def make_report(samples: np.ndarray, hearing: Hearing, tags: Tags, tagged: bool = True) -> Report:
     """The report of float32 [n] 16 kHz `samples`, given what Whisper heard and YAMNet's scores
     (`tagged=False`: no tagger was run, `tags` is empty)."""
@@ -326,8 +342,9 @@ def make_report(samples: np.ndarray, hearing: Hearing, tags: Tags, tagged: bool 
         voice = measure_voice(samples, hearing.regions, hearing.words, hearing.language, hearing.text)
     top = tuple((lbl, round(s, 3)) for lbl, s in tags.top(8))
     music_spans = _spans(music_track >= MUSIC_PRESENT, tags) if music >= MUSIC_PRESENT else ()
+    quietest, loudest = frame_levels(samples)
     return Report(round(duration, 2), hearing, loud, round(speech, 3), round(music, 3), tuple(sounds), tuple(vocal),
-                  tuple(instruments), tuple(genres), tuple(moods), tagged, voice, top, peak, music_spans)
+                  tuple(instruments), tuple(genres), tuple(moods), tagged, voice, top, peak, music_spans, quietest, loudest)
 
 
 _GENERIC = {"keyboard", "percussion", "brass", "woodwinds", "plucked strings", "strings"}
