@@ -409,5 +409,10 @@ ROUTES = [
     ("这是什么噪音？", "sound"), ("What key is this piece in?", "music"), ("这首曲子是什么调？", "music"),
     ("Is this piece fast or slow?", "music"), ("How long is this?", "duration"), ("Does he mention a name?", "person"),
     ("What is the first word?", "describe"), ("他说的第一个词是什么？", "describe"), ("How many words are spoken?", "describe"),
-    ("Count the words.", "describe"),
+    ("Count the words.", "describe"), ("Are these two clips the same speaker?", "speaker"),
+    ("两段音频是同一个人说的吗？", "speaker"),
+    ("How long is the pause?", "when"), ("这段话中间有停顿吗？", "when"), ("Does the music have drums?", "instrument"),
+    ("这段话的大意是什么？", "open"), ("Rate the speaker's pronunciation.", "language"), ("Is the speaker fluent?", "language"),
+    ("Is he a native English speaker?", "language"), ("Is there an echo?", "quality"), ("Is this classical music?", "music"),
+    ("Repeat the last sentence.", "describe"),
 ]

@@ -191,7 +191,7 @@ def test_what_no_sound_can_tell_accents_and_chinese_yes_no_questions_are_answere
     q = "What is the speaker's accent?"
     assert route(q).kind == LANGUAGE
     assert A.compose(route(q), q, clip) == ("The speech is in English. Whisper names the language only: the lite model "
-                                            "does not tell accents or dialects apart.")
+                                            "does not tell accents or dialects apart, nor judge pronunciation or fluency.")
     assert "accent" not in A.compose(route("What language is it?"), "What language is it?", clip)
     assert yes_no("她在笑吗？") and route("她在笑吗？").kind == SOUND and not yes_no("这是什么声音？")
     assert A.compose(route("她在笑吗？"), "她在笑吗？", clip).startswith("没有，听不到笑声")
@@ -337,3 +337,37 @@ def test_first_and_last_words_and_how_many_are_said_come_from_the_timed_words():
     assert A.word_facts(zh_clip, "最后一个词是什么？", ZH) == '最后一个词是"吧"，从<|2.00|>秒到<|2.30|>秒。'
     silent = [A.Heard(0, 1, lambda task: None, lambda: report(tags(8, {})))]
     assert A.word_facts(silent, "What is the first word?") == "I hear no speech in this audio."
+
+
+def test_same_speaker_pauses_file_properties_and_when_a_piece_was_made():
+    """两段音频是同一个人说的吗 had been answered by the LLM ("两段音频是同一个人说的"), "What year is this from?" with "the 19th
+    century", "Is it mono or stereo?" with "Mono", "How long is the pause?" with the speech's span, "Does the music have
+    drums?" with the instrument only, "Is he a native English speaker?" with the pitch."""
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.intent import INSTRUMENT, LANGUAGE, SPEAKER, WHEN, route
+    from qwen_audio.lite.phrases import ZH
+
+    for q in ("Are these two clips the same speaker?", "两段音频是同一个人说的吗？"):
+        assert route(q).kind == SPEAKER, q
+    words = (Word("Sit", 0.2, 0.5, 0.9), Word("down.", 1.5, 1.9, 0.9))
+    heard = Hearing("transcribe", "Sit down.", "en", 0.9, words, ((0.1, 0.6), (0.7, 0.9), (1.4, 2.0)), 2.4)
+    talk = [A.Heard(0, 1, lambda task: heard, lambda: report(tags(8, {SPEECH: [0.9] * 8}), heard))]
+    assert A.compose(route("Is it the same speaker?"), "Is it the same speaker?", talk).startswith(
+        "The lite model does not tell voices apart, so it cannot say whether the same person speaks.")
+    assert route("How long is the pause?").kind == WHEN and route("这段话中间有停顿吗？").kind == WHEN
+    assert A.when(talk, "How long is the pause?") == \
+        "There is one pause in the speech, from <|0.90|> to <|1.40|> seconds (0.50 s)."  # 0.1 s at 0.6 s is no pause
+    unbroken = Hearing("transcribe", "Sit down.", "en", 0.9, words, ((0.1, 2.0),), 2.4)
+    one = [A.Heard(0, 1, lambda task: unbroken, lambda: report(tags(8, {SPEECH: [0.9] * 8}), unbroken))]
+    assert A.when(one, "这段话中间有停顿吗？", ZH) == "语音从<|0.10|>秒到<|2.00|>秒，中间没有停顿。"
+    for q in ("What year is this from?", "Is this from a movie?", "这首曲子是哪一年的？", "What is the speaker's profession?"):
+        assert A.unknowable(q) == "unknowable", q
+    for q in ("Is it mono or stereo?", "What format is this file?", "What is the sample rate?", "采样率是多少？"):
+        assert A.unknowable(q) == "unknowable_file", q
+    assert route("Is he a native English speaker?").kind == LANGUAGE and route("Rate the pronunciation.").kind == LANGUAGE
+    music, piano = 132, 153
+    r = report(tags(8, {music: [0.9] * 8, piano: [0.5] * 8}))
+    clip = [A.Heard(0, 1, lambda task: None, lambda: r)]
+    assert route("Does the music have drums?").kind == INSTRUMENT
+    assert A.compose(route("Does the music have drums?"), "Does the music have drums?", clip).startswith("No, I don't hear drums")
+    assert "no genre tag" in A.music(clip, question="Is this classical music?")

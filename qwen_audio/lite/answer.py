@@ -234,7 +234,8 @@ def instruments(clips: Sequence[Heard], p: Phrases = EN) -> str:
 # Tempo is not measured (an onset-autocorrelation estimate was tried and could not be checked): said when asked.
 _TEMPO = re.compile(r"\btempo\b|\bbpm\b|\bbeats? per\b|\bfast\b|\bslow\b|\bspeed\b|\bpace\b|节奏|快慢|速度|节拍|多快", re.I)
 _KEY = re.compile(r"\bkey\b|\bmajor or (?:a )?minor\b|\bchords?\b|调性|什么调|哪个调|大调|小调|和弦", re.I)
-_GENRE = re.compile(r"\bgenre|\bstyle\b|\bkind of music\b|\btype of music\b|风格|类型|流派", re.I)
+_GENRE = re.compile(r"\bclassical\b|\bjazz\b|\brock\b|\bpop\b|\bhip[- ]hop\b|\belectronic\b|\bfolk\b|\bblues\b"
+                    r"|古典|爵士|摇滚|流行|民谣|电子|\bgenre|\bstyle\b|\bkind of music\b|\btype of music\b|风格|类型|流派", re.I)
 _MUSIC_WORDS = re.compile(r"\bmusic\b|\bsong\b|\bmelody\b|\bpiece\b|音乐|歌|曲|旋律", re.I)
 _MOOD = re.compile(r"\bmood|\bemotion|\bhappy\b|\bsad\b|\bcheerful|\bjoyful|\bmelanchol|\bfeel|情绪|情感|心情|开心|高兴|难过"
                    r"|伤心|悲伤|欢快", re.I)
@@ -275,7 +276,7 @@ def music(clips: Sequence[Heard], p: Phrases = EN, question: str = "") -> str:
 QUIET_BACKGROUND_DB, SOME_BACKGROUND_DB = 35.0, 20.0  # quietest tenth under the loudest tenth; see `quality`
 
 
-def quality(clips: Sequence[Heard], p: Phrases = EN) -> str:
+def quality(clips: Sequence[Heard], p: Phrases = EN, question: str = "") -> str:
     """How good the recording is, as measured: its level and peak (full scale: maybe clipped), how far its quietest
     50 ms frames lie under its loudest (the tutorial's clean readings 43-53 dB, its continuous music and Spanish 15 dB,
     white noise 0.5 dB), and what else is heard beside the speech. No quality is judged beyond these."""
@@ -301,7 +302,8 @@ def quality(clips: Sequence[Heard], p: Phrases = EN) -> str:
         else:
             text.append(p("quality_what", what_phrase(r, p)))
         out.append(p.sp.join(t for t in text if t))
-    return p.sp.join([*out, p("quality_note")])
+    reverb = [p("no_reverb")] if re.search(r"\becho|\breverb|回声|混响", question, re.I) else []
+    return p.sp.join([*out, *reverb, p("quality_note")])
 
 
 # ---- speech -------------------------------------------------------------------------------------------
@@ -541,9 +543,34 @@ def heard_text(words: Sequence[Word]) -> str:
     return " ".join(w.text for w in words).strip(".,;:!?，。！？")
 
 
+MIN_PAUSE = 0.3  # seconds between speech regions that count as a pause
+
+
+def pauses(clips: Sequence[Heard], p: Phrases = EN) -> str:
+    """The pauses in the speech: the gaps of MIN_PAUSE or more between its regions (silero's), with their times
+    and lengths ('There is one pause, from <|5.57|> to <|6.12|> seconds (0.55 s).')."""
+    out = []
+    for c in clips:
+        r = c.rep
+        where = _where(c, len(clips), p)
+        if not r.has_speech:
+            out.append(_sentence(where + p("no_speech_pauses", what_phrase(r, p))) + p.stop)
+            continue
+        rs = r.hearing.regions
+        gaps = [(a[1], b[0]) for a, b in zip(rs, rs[1:]) if b[0] - a[1] >= MIN_PAUSE]
+        if not gaps:
+            out.append(_sentence(where + p("no_pause", a=ts(rs[0][0]), b=ts(rs[-1][1]))) + p.stop)
+            continue
+        items = p.join([p("pause_item", a=ts(a), b=ts(b), s=f"{b - a:.2f}") for a, b in gaps[:5]])
+        out.append(_sentence(where + p.pick("pauses", len(gaps) == 1, n=p.number(len(gaps)), items=items)) + p.stop)
+    return p.sp.join(out)
+
+
 def when(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
     """Times of the sounds a question names ('The breaking glass starts at <|0.00|> seconds and ends at ...'),
     else of every named sound in the clips."""
+    if re.search(I.PAUSES, question.lower()):
+        return pauses(clips, p)
     asked = I.mentioned_sounds(question)
     if asked and any(not c.rep.tagged for c in clips):
         return p("no_tagger", TAGGER_PIP)
@@ -731,12 +758,12 @@ def _compare_voices(voiced, p: Phrases = EN) -> str:
     return text + p.sp + _sentence(_says([c1, c2], p)) + p.stop
 
 
-def speaker(clips: Sequence[Heard], p: Phrases = EN, count: bool = False, age: bool = False) -> str:
+def speaker(clips: Sequence[Heard], p: Phrases = EN, count: bool = False, age: bool = False, same: bool = False) -> str:
     """The measured pitch and the range it is typical of; the lite model does not identify speakers, nor (asked how
     many people speak: `count`) tell voices apart, nor (asked how old: `age`) estimate ages."""
     if count and not any(c.rep.has_speech for c in clips):
         return p("nobody_speaks", p.join([what_phrase(c.rep, p) for c in clips]))
-    out, guessed = [p("speaker_count")] if count else [], False
+    out, guessed = [p("same_speaker" if same else "speaker_count")] if count else [], False
     for c in clips:
         r = c.rep
         where = _where(c, len(clips), p)
@@ -813,7 +840,12 @@ _UNKNOWABLE = re.compile(
     r"(?:song|piece|track) called|(?:the )?name of (?:this|the) (?:song|piece|track)|which (?:song|piece) is (?:this|it)"
     r"|where (?:is|are|was|were) (?:he|she|they|the speaker|the person) from)\b"
     r"|是谁(?:弹|唱|演奏)|谁(?:写|唱|弹|作曲|演奏)的|作曲家是谁|在哪里录|哪一年录|电话号码|地址"
-    r"|哪首歌|什么歌|歌名|曲名|哪里人", re.I)
+    r"|哪首歌|什么歌|歌名|曲名|哪里人"
+    # When a piece or clip was made, what it is from, a speaker's job: the LLM said "the 19th century", "not from a movie".
+    r"|\b(?:what|which) (?:year|decade|century|era)\b|\bhow old is (?:this|the) (?:recording|piece|song)\b"
+    r"|\bfrom (?:a|which|what) (?:movie|film|show|tv show|series|game|album)\b"
+    r"|\b(?:speaker's|his|her|their) (?:profession|job|occupation)\b"
+    r"|哪一年|什么年代|哪个年代|哪部电影|哪个电影|电影里的|什么职业|做什么工作", re.I)
 
 
 # Where and how a clip was made: the LLM said "most likely outdoors" of the glass, "室内", "a real recording".
@@ -830,12 +862,20 @@ _SETTING = re.compile(
 _AGE = re.compile(r"\bhow old\b|\bage\b|年龄|几岁|多大", re.I)
 
 
+# A file's own properties: lite hears every clip decoded to 16 kHz mono (the LLM said "Mono", "an audio clip").
+_FILE = re.compile(r"\bmono\b|\bstereo\b|\bsample ?rate\b|\bsampling rate\b|\bbit ?rate\b|\bbit depth\b|\bcodec\b"
+                   r"|\b(?:file|audio) format\b|\bwhat format\b|\bwhich format\b|\bchannels?\b"
+                   r"|采样率|比特率|码率|位深|声道|文件格式|什么格式|编码格式", re.I)
+
+
 def unknowable(question: str) -> str:
     """The phrase key that answers a question no sound can: who plays or speaks, where or when a clip was recorded,
     contact details ("unknowable"); indoors or out, live or studio, a real or synthetic voice ("unknowable_setting");
-    '' for any other question."""
+    the file's format, channels or sample rate ("unknowable_file"); '' for any other question."""
     if _UNKNOWABLE.search(question):
         return "unknowable"
+    if _FILE.search(question):
+        return "unknowable_file"
     return "unknowable_setting" if _SETTING.search(question) else ""
 
 
@@ -907,11 +947,13 @@ def compose(intent: I.Intent, question: str, clips: Sequence[Heard]) -> str:
     if k == I.EMOTION:
         return emotion(clips, p)
     if k == I.SPEAKER:
-        return speaker(clips, p, I.asks_speaker_count(question), bool(_AGE.search(question)))
+        return speaker(clips, p, I.asks_speaker_count(question), bool(_AGE.search(question)),
+                       bool(re.search(I.SAME_SPEAKER, question.lower())))
     if k == I.QUALITY:
-        return quality(clips, p)
+        return quality(clips, p, question)
     if k == I.INSTRUMENT:
-        return instruments(clips, p)
+        asked = I.mentioned_sounds(question)
+        return presence(clips, asked, p) if asked and I.yes_no(question) else instruments(clips, p)
     if k == I.MUSIC:
         return music(clips, p, question)
     if k == I.SOUND:

@@ -32,9 +32,14 @@ OPEN = "open"  # anything else: the LLM, told the clips' reports
 WHICH_HAS = r"\bwhich (?:clip|audio|one|recording)s? (?:has|have|contains?)\b"  # "Which clip has the glass?"
 WORD_FACTS = (r"\b(?:first|last|final) word\b|\bhow many words\b|\bnumber of words\b|\bcount (?:the |all the )?words\b"
               r"|\bword count\b|第一个(?:词|字)|最后一个(?:词|字)|多少个?(?:词|字)|几个(?:词|字)")
-_ACCENT = r"\baccents?\b|\bdialect\b|\bnative speaker\b|\b(?:british|american|australian|irish|scottish) or\b|口音|方言"
+PAUSES = r"\bpauses?\b|\bsilences? between\b|\bgaps? between\b|停顿|停了多久|中间(?:的)?(?:空白|静音)"
+_ACCENT = (r"\baccents?\b|\bdialect\b|\bnative (?:\w+ )?speaker\b|\bpronunciation\b|\bpronounce\b|\bfluen(?:t|cy)\b|发音|流利"
+           r"|\b(?:british|american|australian|irish|scottish) or\b|口音|方言")
+# Whether clips have one voice: the same question of telling voices apart (the LLM had said "两段音频是同一个人说的").
+SAME_SPEAKER = (r"\bsame (?:speaker|person|voice|man|woman)\b|\bdifferent (?:speakers|people|persons|voices)\b"
+                r"|同一个人|同一个说话人|同一人|是不是一个人|同一个声音")
 _SPEAKER_COUNT = (r"\bhow many (?:people|persons|speakers|voices|men|women|different voices)\b"
-                  r"|\bnumber of (?:speakers|people|voices)\b|几个人|多少人|几位|几个说话")
+                  r"|\bnumber of (?:speakers|people|voices)\b|几个人|多少人|几位|几个说话|" + SAME_SPEAKER)
 
 # (intent, weight, pattern). Scores add up per intent; the highest wins, ties go to the earlier
 # intent in PRIORITY. English patterns are matched on the lower-cased question.
@@ -46,7 +51,7 @@ _CUES: list[tuple[str, float, str]] = [
                 r"|\bwho (?:might|could|would)\b|\bwhat (?:might|could|would)\b|\bmeaning\b|\bopinion\b|\bthink\b"
                 r"|\bwhat (?:did|does|do) (?:the speaker|he|she|they|it|this) mean\b|\bdangerous\b|\bsafe\b|\bharmful\b"),
     (OPEN, 3.0, r"写|故事|建议|推荐|怎么办|应该|如何处理|怎么处理|总结|概括|解释|为什么|想象|诗|场景|猜|提议|主意|好不好|好吗"
-                r"|怎么看|看法|回应|回复|怎么做|该做什么|要做什么|危险吗|安全吗|什么意思|意思是"),
+                r"|怎么看|看法|回应|回复|怎么做|该做什么|要做什么|危险吗|安全吗|什么意思|意思是|大意|主要内容|主旨"),
     (PERSON, 3.0, r"\bperson(?:'s)? name\b|\bname of (?:the|a|any) person\b|\bwho is (?:mentioned|named)\b|\bwhat names?\b"
                   r"|\bnames? (?:is|are) mentioned\b|\bmention(?:s|ed)? (?:a |any )?(?:names?|anyone|someone)\b|人名|名字"),
     (TRANSLATE, 3.0, r"\btranslat|\bin english\b|翻译|译成|译为|用英语|英文怎么说|(?:中文|汉语)怎么说|中文意思"
@@ -83,7 +88,7 @@ _CUES: list[tuple[str, float, str]] = [
     (QUALITY, 3.5, r"\b(?:audio|sound|recording|voice) quality\b|\bquality of (?:the|this|that) (?:audio|sound|recording|clip)\b"
                    r"|\bbackground noise\b|\bany noise\b|\bnois(?:y|iness)\b|\bnoise level\b|\bhiss\b|\bclipp(?:ed|ing)\b"
                    r"|\bdistort(?:ed|ion)\b|\b(?:is|was) (?:it|this|the (?:audio|recording|sound|speech|voice)) (?:clear|clean)\b"
-                   r"|\bhow clear\b|\bwell recorded\b"
+                   r"|\bhow clear\b|\bwell recorded\b|\becho(?:es|y)?\b|\breverb\w*|回声|混响"
                    r"|音质|录音质量|声音质量|背景(?:里|中)?(?:有)?(?:没有)?(?:噪音|杂音|噪声)|有(?:没有)?(?:噪音|杂音|噪声)|噪音大|杂音大"
                    r"|底噪|失真|清晰吗|清楚吗|清不清楚|清不清晰"),
     # A clip's length; "how long does the glass break" is WHEN's (a sound's times).
@@ -124,12 +129,15 @@ _CUES: list[tuple[str, float, str]] = [
     # Writing down what is said is a transcript, not a composition ("write" and 写 are OPEN's cues).
     # Which word comes first or last, how many are said: from the transcript's words (`answer.word_facts`).
     (DESCRIBE, 3.5, WORD_FACTS),
+    (DESCRIBE, 3.5, r"\brepeat\b|重复一下|重复一遍"),
     (DESCRIBE, 3.5, r"\blyrics\b|\bwrite down\b|\bwrite out\b|\b(?:give me|show me|get|into|to|as) (?:the )?text\b"
                     r"|歌词|写下来|记下来|抄下来|写出来|转写|听写|几个字|多少字"),
     (DESCRIBE, 2.0, r"\brecogni[sz]e\b|\btranscri|\bsaying\b|\bsays?\b|\bsaid\b|\bspoken\b|\bspeech\b|\bwords\b"
                     r"|\btalk(?:ing)?\b|\bspeak(?:s|ing)?\b|有人说话|在说话"
                     r"|\bcontent of\b|\bwhat (?:do|did|does) (?:you|he|she|they|it|the(?: \w+){1,2}) (?:hear|say)"
                     r"|说了什么|说什么|讲了什么|讲什么|内容|识别|转写|听写|讲的是|说的是|说了啥|说啥"),
+    # Pauses are the gaps between speech regions (`answer.pauses`); "how long" alone is a sound's times.
+    (WHEN, 3.5, PAUSES),
     (WHEN, 2.0, r"\bwhen\b|\bwhat time\b|\bat what point\b|\btimestamps?\b|\bstart(?:s|ing)? (?:time|at)\b"
                 r"|\bend(?:s|ing)? (?:time|at)\b"
                 r"|\bfind\b|\blocate\b|\bwhere\b|\bseconds\b|\bhow long\b"

@@ -141,6 +141,13 @@ EN = Phrases("en", {
     "quality_what": "It is {0}.",
     "quality_note": "These are measurements of the recording; the lite model does not rate its quality otherwise.",
     "no_age": "The lite model does not estimate a speaker's age.",
+    "no_reverb": "The lite model does not measure echo or reverberation.",
+    "no_pause": "the speech runs from {a} to {b} seconds without a pause",
+    "pauses": ("there is one pause in the speech, {items}", "there are {n} pauses in the speech: {items}"),
+    "pause_item": "from {a} to {b} seconds ({s} s)",
+    "no_speech_pauses": "there is no speech, so no pause in it: it is {0}",
+    "unknowable_file": ("The lite model hears every clip decoded to 16 kHz mono and does not report the file's own format, "
+                        "channels or sample rate."),
     "first_word": '{where}the first word is "{word}", from {a} to {b} seconds.',
     "last_word": '{where}the last word is "{word}", from {a} to {b} seconds.',
     "word_count": "{where}{n} words are spoken.",
@@ -167,7 +174,9 @@ EN = Phrases("en", {
     "unknowable_setting": ("Whether it was recorded indoors or outdoors, live or in a studio, and whether a voice is a real "
                            "person's or synthetic, the lite model cannot tell: it names the speech, music and sounds in a "
                            "clip, not where or how it was made."),
-    "accent_note": "Whisper names the language only: the lite model does not tell accents or dialects apart.",
+    "accent_note": ("Whisper names the language only: the lite model does not tell accents or dialects apart, nor judge "
+                    "pronunciation or fluency."),
+    "same_speaker": "The lite model does not tell voices apart, so it cannot say whether the same person speaks.",
     "word_span": 'the word "{phrase}" starts at {a} seconds and ends at {b} seconds.',
     "words_span": 'the words "{phrase}" start at {a} seconds and end at {b} seconds.',
     "not_hearing": "I don't hear {names}; {it} is {what}.",
@@ -352,6 +361,12 @@ ZH = Phrases("zh", {
     "quality_what": "内容是{0}。",
     "quality_note": "这些是对录音的测量；lite模型不对音质做其他评价。",
     "no_age": "lite模型不估计说话人的年龄。",
+    "no_reverb": "lite模型不测量回声或混响。",
+    "no_pause": "语音从{a}秒到{b}秒，中间没有停顿",
+    "pauses": ("语音中有一处停顿，{items}", "语音中有{n}处停顿：{items}"),
+    "pause_item": "{a}秒到{b}秒（{s}秒）",
+    "no_speech_pauses": "没有语音，所以没有停顿：这是{0}",
+    "unknowable_file": "lite模型把每段音频解码成16 kHz单声道来听，不报告文件本身的格式、声道数或采样率。",
     "first_word": '{where}第一个词是"{word}"，从{a}秒到{b}秒。',
     "last_word": '{where}最后一个词是"{word}"，从{a}秒到{b}秒。',
     "word_count": "{where}一共说了{n}个字。",
@@ -376,7 +391,8 @@ ZH = Phrases("zh", {
                    "只有音频里说到的内容才能说明。"),
     "unknowable_setting": ("是在室内还是室外、现场还是录音棚录制的，声音是真人还是合成的，lite模型无法判断："
                            "它只识别音频里的语音、音乐和声音，不判断录制的场所和方式。"),
-    "accent_note": "Whisper只能识别语言：lite模型不能区分口音或方言。",
+    "accent_note": "Whisper只能识别语言：lite模型不能区分口音或方言，也不评价发音或流利程度。",
+    "same_speaker": "lite模型不能区分不同的说话人，所以无法判断是不是同一个人在说话。",
     "word_span": '"{phrase}"开始于{a}秒，结束于{b}秒。',
     "words_span": '"{phrase}"开始于{a}秒，结束于{b}秒。',
     "not_hearing": "没有听到{names}；{it}是{what}。",
