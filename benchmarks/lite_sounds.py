@@ -414,5 +414,7 @@ ROUTES = [
     ("How long is the pause?", "when"), ("这段话中间有停顿吗？", "when"), ("Does the music have drums?", "instrument"),
     ("这段话的大意是什么？", "open"), ("Rate the speaker's pronunciation.", "language"), ("Is the speaker fluent?", "language"),
     ("Is he a native English speaker?", "language"), ("Is there an echo?", "quality"), ("Is this classical music?", "music"),
-    ("Repeat the last sentence.", "describe"),
+    ("Repeat the last sentence.", "describe"), ("Is it mono or stereo?", "format"), ("采样率是多少？", "format"),
+    ("What format is this file?", "format"), ("When is it loudest?", "loudness"),
+    ("How confident are you in the transcription?", "describe"), ("转写准确吗？", "describe"),
 ]

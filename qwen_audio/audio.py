@@ -196,6 +196,7 @@ class AudioReader:
                  max_seconds: float | None = None):
         self.name = name or _describe(source[0] if isinstance(source, tuple) and len(source) == 2 else source)
         self.total_seconds: float | None = None
+        self.source_format: SourceFormat | None = None
         self.max_seconds = _check_limit(max_seconds)
         self._decoded = 0  # 16 kHz samples produced so far, counted against max_seconds
         self._heard = 0.0  # seconds of decoded frames handed to libswresample so far
@@ -206,6 +207,7 @@ class AudioReader:
             source, sample_rate = source
         if isinstance(source, np.ndarray):
             self._buffer = self._counted(_convert_array(source, sample_rate or SAMPLE_RATE, self.name))
+            self.source_format = SourceFormat(None, int(sample_rate or SAMPLE_RATE), 1 if source.ndim == 1 else source.shape[1])
             self._chunks = iter(())
             self.total_seconds = len(self._buffer) / SAMPLE_RATE
             return
@@ -255,6 +257,9 @@ class AudioReader:
         stream = container.streams.audio[0]
         if stream.sample_rate:  # 0: not stated before decoding; each frame's rate is checked anyway
             _check_rate(stream.sample_rate, self.name)
+        codec = stream.codec_context.codec
+        self.source_format = SourceFormat(codec.long_name or codec.name, int(stream.sample_rate or 0),
+                                          int(stream.channels or 0), container.bit_rate or None)
         if stream.duration is not None and stream.time_base is not None:
             self.total_seconds = float(stream.duration * stream.time_base)
         elif container.duration is not None:
@@ -443,6 +448,16 @@ def log_mel_spectrogram(samples: torch.Tensor, n_mels: int = N_MELS) -> torch.Te
     return (log_spec + 4.0) / 4.0
 
 
+@dataclass(frozen=True)
+class SourceFormat:
+    """What a clip was decoded from, as its container states it (`Clip.source_format`)."""
+
+    codec: str | None  # FFmpeg's long codec name ("MP3 (MPEG audio layer 3)"); None: an in-memory array
+    sample_rate: int  # Hz (0: not stated)
+    channels: int  # (0: not stated)
+    bit_rate: int | None = None  # bits per second, as the container states it
+
+
 @dataclass(frozen=True, eq=False)
 class Clip:
     """One decoded clip: its samples (all of it, or its start when read with `max_samples`)."""
@@ -451,6 +466,7 @@ class Clip:
     samples: np.ndarray  # float32 [n_samples] at SAMPLE_RATE
     truncated: bool = False  # True when the recording goes on past `samples`
     total_seconds: float | None = None  # the whole recording's length as its container states it, if it does
+    source_format: SourceFormat | None = None  # the codec, rate and channels it was decoded from
 
     @property
     def duration(self) -> float:
@@ -590,7 +606,8 @@ def load_clip(source: AudioSource | Clip, name: str | None = None, max_samples: 
     with open_source(source, name, max_seconds) as reader:
         samples = reader.read(None if max_samples is None else max_samples + 1)
         truncated = max_samples is not None and len(samples) > max_samples
-        clip = Clip(reader.name, samples[:max_samples] if truncated else samples, truncated, reader.total_seconds)
+        clip = Clip(reader.name, samples[:max_samples] if truncated else samples, truncated, reader.total_seconds,
+                    reader.source_format)
     if len(clip.samples) == 0:
         raise EmptyAudioError(f"{clip.name}: the audio is empty (no samples)")
     return clip

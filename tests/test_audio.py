@@ -18,6 +18,7 @@ from qwen_audio.audio import (
     TOKENS_PER_SECOND,
     AudioReader,
     ClipStore,
+    SourceFormat,
     audio_length,
     load_audio,
     load_clip,
@@ -100,6 +101,8 @@ def test_decodes_common_formats(tmp_path, suffix, container, codec, fmt, channel
     # The 440 Hz tone survives decoding, down-mixing and resampling.
     spectrum = np.abs(np.fft.rfft(x[: SAMPLE_RATE // 2]))
     assert abs(np.argmax(spectrum) * 2 - 440) <= 4
+    f = load_clip(path).source_format  # what lite answers "Is it mono or stereo?" with
+    assert (f.sample_rate, f.channels) == (48000 if codec == "libopus" else rate, channels) and f.codec  # Opus: 48 kHz
 
 
 def test_in_memory_sources_match_the_file(tmp_path):
@@ -111,6 +114,7 @@ def test_in_memory_sources_match_the_file(tmp_path):
     assert np.array_equal(load_audio(io.BytesIO(path.read_bytes())), from_file)
     pcm16 = (samples * 32767).astype(np.int16)
     assert np.array_equal(load_audio((pcm16, 22050)), from_file)  # same libswresample path as files
+    assert load_clip((pcm16, 22050)).source_format == SourceFormat(None, 22050, 2)
 
 
 def test_16_bit_mono_arrays_at_16k_are_taken_as_they_are():

@@ -343,8 +343,9 @@ def test_same_speaker_pauses_file_properties_and_when_a_piece_was_made():
     """两段音频是同一个人说的吗 had been answered by the LLM ("两段音频是同一个人说的"), "What year is this from?" with "the 19th
     century", "Is it mono or stereo?" with "Mono", "How long is the pause?" with the speech's span, "Does the music have
     drums?" with the instrument only, "Is he a native English speaker?" with the pitch."""
+    from qwen_audio.audio import SourceFormat
     from qwen_audio.lite import answer as A
-    from qwen_audio.lite.intent import INSTRUMENT, LANGUAGE, SPEAKER, WHEN, route
+    from qwen_audio.lite.intent import FORMAT, INSTRUMENT, LANGUAGE, SPEAKER, WHEN, route
     from qwen_audio.lite.phrases import ZH
 
     for q in ("Are these two clips the same speaker?", "两段音频是同一个人说的吗？"):
@@ -363,7 +364,14 @@ def test_same_speaker_pauses_file_properties_and_when_a_piece_was_made():
     for q in ("What year is this from?", "Is this from a movie?", "这首曲子是哪一年的？", "What is the speaker's profession?"):
         assert A.unknowable(q) == "unknowable", q
     for q in ("Is it mono or stereo?", "What format is this file?", "What is the sample rate?", "采样率是多少？"):
-        assert A.unknowable(q) == "unknowable_file", q
+        assert route(q).kind == FORMAT and not A.unknowable(q), q
+    fmt = SourceFormat("MP3 (MPEG audio layer 3)", 44100, 2, 128000)
+    mp3 = [A.Heard(0, 1, lambda task: heard, lambda: report(tags(8, {})), seconds=4.04, source_format=fmt)]
+    assert A.file_format(mp3) == ("The audio is MP3 (MPEG audio layer 3), 44.1 kHz, stereo, 128 kbit/s, 4.0 s long. "
+                                  "The lite model hears every clip decoded to 16 kHz mono.")
+    array = [A.Heard(0, 1, lambda task: heard, lambda: report(tags(8, {})), seconds=1.0,
+                     source_format=SourceFormat(None, 48000, 1))]
+    assert A.file_format(array, ZH).startswith("这段音频是内存中的数组、48 kHz、单声道，时长1.0秒。")
     assert route("Is he a native English speaker?").kind == LANGUAGE and route("Rate the pronunciation.").kind == LANGUAGE
     music, piano = 132, 153
     r = report(tags(8, {music: [0.9] * 8, piano: [0.5] * 8}))
@@ -371,3 +379,33 @@ def test_same_speaker_pauses_file_properties_and_when_a_piece_was_made():
     assert route("Does the music have drums?").kind == INSTRUMENT
     assert A.compose(route("Does the music have drums?"), "Does the music have drums?", clip).startswith("No, I don't hear drums")
     assert "no genre tag" in A.music(clip, question="Is this classical music?")
+
+
+def test_the_loudest_second_and_how_sure_whisper_was():
+    """'When is it loudest?' had been the levels only, 'How confident are you in the transcription?' the transcript."""
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.intent import DESCRIBE, LOUDNESS, route
+    from qwen_audio.lite.phrases import ZH
+    from qwen_audio.lite.report import loudest_second
+
+    burst = np.zeros(48000, np.float32)
+    burst[30000:36000] = 0.5  # 1.875-2.25 s
+    a, b, level = loudest_second(burst)
+    assert abs(b - a - 1.0) < 1e-9 and a <= 1.875 and b >= 2.25 and -11 < level < -10  # 0.375 s at -6 dBFS in one second: -10.3
+    assert loudest_second(np.full(8000, 0.1, np.float32)) == (0.0, 0.5, -20.0)  # shorter than a second: all of it
+    r = make_report(burst, Hearing("transcribe", "", None, 0.0, duration=3.0), tags(8, {}))
+    clip = [A.Heard(0, 1, lambda task: None, lambda: r)]
+    assert route("When is it loudest?").kind == LOUDNESS and route("最响的是什么时候？").kind == LOUDNESS
+    assert f"Its loudest second is from <|{a:.2f}|> to <|{b:.2f}|> seconds" in A.loudness(clip, question="When is it loudest?")
+    assert "loudest second" not in A.loudness(clip, question="How loud is it?")
+    words = (Word("Sit", 0.2, 0.5, 0.9), Word("down.", 0.5, 0.9, 0.5), Word("now.", 1.0, 1.2, 0.7))
+    heard = Hearing("transcribe", "Sit down now.", "en", 0.9, words, ((0.0, 1.3),), 1.9)
+    talk = [A.Heard(0, 1, lambda task: heard, lambda: report(tags(8, {SPEECH: [0.9] * 8}), heard))]
+    for q in ("How confident are you in the transcription?", "转写准确吗？"):
+        assert route(q).kind == DESCRIBE, q
+    q = "How confident are you in the transcription?"
+    assert A.compose(route(q), q, talk) == ('Whisper gives its 3 words a mean probability of 0.70; it is least sure of '
+                                            '"down" (0.50) and "now" (0.70). These are Whisper\'s own probabilities, '
+                                            'not a measured error rate.')
+    assert A.transcript_confidence(talk, ZH).startswith("Whisper对这3个词的平均概率是0.70")
+    assert A.transcript_confidence(clip) == "I hear no speech in this audio."

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from ..audio import SourceFormat
 from ..grounding import render_seconds
 from . import intent as I
 from .asr import LANGUAGE_NAMES, Hearing, Word, language_name
@@ -37,6 +38,7 @@ class Heard:
     # where an English word missing from the transcript sounds as if said (`soundalike.find_by_sound`)
     sounds_like: Callable[[str], "SoundMatch | None"] | None = None
     seconds: float | None = None  # the whole recording's length (the report covers its first 30 s), when known
+    source_format: SourceFormat | None = None  # the codec, rate and channels the clip was decoded from
 
     @property
     def label(self) -> str:
@@ -351,6 +353,26 @@ def word_facts(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
             word = word.rstrip(".")
         out.append(_sentence(p("last_word" if last else "first_word", where=where, word=word, a=ts(w.start), b=ts(w.end))))
     return p.sp.join(out)
+
+
+def transcript_confidence(clips: Sequence[Heard], p: Phrases = EN) -> str:
+    """How sure Whisper was of its words: their mean probability and the two it was least sure of (its own token
+    probabilities, not a measured error rate)."""
+    out = []
+    for c in clips:
+        r = c.rep
+        where = _where(c, len(clips), p)
+        words = r.hearing.words
+        if not r.has_speech or not words:
+            out.append(_sentence(where + (p("is_of_no_speech", _label(c, p), what_phrase(r, p)) if len(clips) > 1
+                                          else p("no_speech_heard"))))
+            continue
+        mean = sum(w.prob for w in words) / len(words)
+        least = sorted(words, key=lambda w: w.prob)[:2]
+        unsure = p.join([p("word_prob", w.text.strip(" ,.!?;:。，！？；：、\"'“”"), f"{w.prob:.2f}") for w in least])
+        out.append(_sentence(p("confidence", where=where, mean=f"{mean:.2f}", n=len(words), unsure=unsure)))
+    said = any(c.rep.has_speech and c.rep.hearing.words for c in clips)
+    return p.sp.join([*out, *([p("confidence_note")] if said else [])])
 
 
 def _says(clips: Sequence[Heard], p: Phrases = EN) -> str:
@@ -862,20 +884,12 @@ _SETTING = re.compile(
 _AGE = re.compile(r"\bhow old\b|\bage\b|年龄|几岁|多大", re.I)
 
 
-# A file's own properties: lite hears every clip decoded to 16 kHz mono (the LLM said "Mono", "an audio clip").
-_FILE = re.compile(r"\bmono\b|\bstereo\b|\bsample ?rate\b|\bsampling rate\b|\bbit ?rate\b|\bbit depth\b|\bcodec\b"
-                   r"|\b(?:file|audio) format\b|\bwhat format\b|\bwhich format\b|\bchannels?\b"
-                   r"|采样率|比特率|码率|位深|声道|文件格式|什么格式|编码格式", re.I)
-
-
 def unknowable(question: str) -> str:
     """The phrase key that answers a question no sound can: who plays or speaks, where or when a clip was recorded,
     contact details ("unknowable"); indoors or out, live or studio, a real or synthetic voice ("unknowable_setting");
-    the file's format, channels or sample rate ("unknowable_file"); '' for any other question."""
+    '' for any other question."""
     if _UNKNOWABLE.search(question):
         return "unknowable"
-    if _FILE.search(question):
-        return "unknowable_file"
     return "unknowable_setting" if _SETTING.search(question) else ""
 
 
@@ -900,9 +914,12 @@ def lead(clips: Sequence[Heard], p: Phrases = EN) -> str:
 LOUD_DBFS, QUIET_DBFS = -20.0, -35.0  # mean levels: the tutorial's glass and piano -18, its speech -22 to -32
 
 
-def loudness(clips: Sequence[Heard], p: Phrases = EN) -> str:
-    """How loud each clip is as recorded (mean and peak level in dBFS, and a word for it), and that the loudness where
-    it was recorded cannot be told from a recording."""
+def loudness(clips: Sequence[Heard], p: Phrases = EN, question: str = "") -> str:
+    """How loud each clip is as recorded (mean and peak level in dBFS, and a word for it), where it is loudest when the
+    question asks when or where ("When is it loudest?" had been the levels only), and that the loudness where it was
+    recorded cannot be told from a recording."""
+    at = re.search(r"\bwhen\b|\bwhere\b|\bwhich (?:part|moment|second)|\bat what (?:point|time)|什么时候|哪里|哪个(?:部分|时候)"
+                   r"|哪一?(?:部分|秒)|几秒", question, re.I) is not None
     out = []
     for c in clips:
         r = c.rep
@@ -911,7 +928,31 @@ def loudness(clips: Sequence[Heard], p: Phrases = EN) -> str:
         # Whole decibels as ints: a float peak of -0.0 would read "-0 dBFS".
         out.append(p("loudness", who=_subject(c, p), kind=p(f"loud_{kind}"), mean=round(r.loudness_dbfs),
                      peak=round(r.peak_dbfs)))
+        a, b, level = r.loudest_second
+        if at and not r.silent:
+            out.append(p("loudest_second", a=ts(a), b=ts(b), level=round(level)))
     return p.sp.join([*out, p("loudness_note")])
+
+
+def file_format(clips: Sequence[Heard], p: Phrases = EN) -> str:
+    """What each clip was decoded from, as its container states it: codec, sample rate, channels, bit rate and
+    length ('The audio is MP3 (MPEG audio layer 3), 48 kHz, mono, 65 kbit/s, 8.3 s long.'); lite hears all at 16 kHz
+    mono. (The LLM had answered "Mono" and "an audio clip".)"""
+    out = []
+    for c in clips:
+        f, seconds = c.source_format, c.seconds if c.seconds is not None else c.rep.duration
+        if f is None:
+            out.append(p("duration", who=_subject(c, p), seconds=f"{seconds:.1f}"))
+            continue
+        parts = [p("in_memory") if f.codec is None else f.codec]
+        if f.sample_rate:
+            parts.append(f"{f.sample_rate / 1000:g} kHz")
+        if f.channels:
+            parts.append(p(f"channels_{f.channels}") if f.channels <= 2 else p("channels_n", f.channels))
+        if f.bit_rate:
+            parts.append(f"{f.bit_rate / 1000:.0f} kbit/s")
+        out.append(p("file_format", who=_subject(c, p), what=p.comma.join(parts), seconds=f"{seconds:.1f}"))
+    return p.sp.join([*out, p("file_format_note")])
 
 
 def duration(clips: Sequence[Heard], p: Phrases = EN) -> str:
@@ -941,9 +982,11 @@ def compose(intent: I.Intent, question: str, clips: Sequence[Heard]) -> str:
     if k == I.LANGUAGE:
         return language(clips, p, I.asks_accent(question))
     if k == I.LOUDNESS:
-        return loudness(clips, p)
+        return loudness(clips, p, question)
     if k == I.DURATION:
         return duration(clips, p)
+    if k == I.FORMAT:
+        return file_format(clips, p)
     if k == I.EMOTION:
         return emotion(clips, p)
     if k == I.SPEAKER:
@@ -960,5 +1003,7 @@ def compose(intent: I.Intent, question: str, clips: Sequence[Heard]) -> str:
         return what_is(clips, question, p)
     if re.search(I.WORD_FACTS, question.lower()):
         return word_facts(clips, question, p)
+    if re.search(I.CONFIDENCE, question.lower()):
+        return transcript_confidence(clips, p)
     subject = "sound" if re.search(r"\bsound\b|声音", question, re.I) else "speech"
     return describe(clips, subject, p)

@@ -22,6 +22,7 @@ EMOTION = "emotion"  # voice cues, compared across clips; no emotion label is cl
 LOUDNESS = "loudness"  # how loud: the recording's level, measured
 QUALITY = "quality"  # the recording's quality or background noise: its levels, measured, and what else is heard
 DURATION = "duration"  # how long a clip is
+FORMAT = "format"  # the file's codec, sample rate, channels and bit rate, as its container states them
 SPEAKER = "speaker"  # gender / age: the measured pitch, stated as such
 INSTRUMENT = "instrument"  # which instruments play
 MUSIC = "music"  # is there music, and what kind (instrument, genre and mood tags)
@@ -32,6 +33,8 @@ OPEN = "open"  # anything else: the LLM, told the clips' reports
 WHICH_HAS = r"\bwhich (?:clip|audio|one|recording)s? (?:has|have|contains?)\b"  # "Which clip has the glass?"
 WORD_FACTS = (r"\b(?:first|last|final) word\b|\bhow many words\b|\bnumber of words\b|\bcount (?:the |all the )?words\b"
               r"|\bword count\b|第一个(?:词|字)|最后一个(?:词|字)|多少个?(?:词|字)|几个(?:词|字)")
+CONFIDENCE = (r"\bhow (?:confident|sure|accurate|reliable|certain)\b|\bconfidence\b|\baccuracy of (?:the|this|your) transcri"
+              r"|准确吗|准确度|有多准|把握|可信")
 PAUSES = r"\bpauses?\b|\bsilences? between\b|\bgaps? between\b|停顿|停了多久|中间(?:的)?(?:空白|静音)"
 _ACCENT = (r"\baccents?\b|\bdialect\b|\bnative (?:\w+ )?speaker\b|\bpronunciation\b|\bpronounce\b|\bfluen(?:t|cy)\b|发音|流利"
            r"|\b(?:british|american|australian|irish|scottish) or\b|口音|方言")
@@ -91,6 +94,10 @@ _CUES: list[tuple[str, float, str]] = [
                    r"|\bhow clear\b|\bwell recorded\b|\becho(?:es|y)?\b|\breverb\w*|回声|混响"
                    r"|音质|录音质量|声音质量|背景(?:里|中)?(?:有)?(?:没有)?(?:噪音|杂音|噪声)|有(?:没有)?(?:噪音|杂音|噪声)|噪音大|杂音大"
                    r"|底噪|失真|清晰吗|清楚吗|清不清楚|清不清晰"),
+    # A file's own properties (the LLM had answered "Mono", "an audio clip").
+    (FORMAT, 3.5, r"\bmono\b|\bstereo\b|\bsample ?rate\b|\bsampling rate\b|\bbit ?rate\b|\bbit depth\b|\bcodec\b"
+                  r"|\b(?:file|audio) format\b|\bwhat format\b|\bwhich format\b|\bhow many channels\b|\bkhz\b"
+                  r"|采样率|比特率|码率|位深|声道|文件格式|什么格式|编码格式"),
     # A clip's length; "how long does the glass break" is WHEN's (a sound's times).
     (DURATION, 3.5, r"\bhow long is (?:the |this |that |each )?(?:\w+ )?(?:audio|clip|recording|file|track|it)\b"
                     r"|\bhow long is (?:this|that)\s*[?.!]*$"
@@ -129,6 +136,8 @@ _CUES: list[tuple[str, float, str]] = [
     # Writing down what is said is a transcript, not a composition ("write" and 写 are OPEN's cues).
     # Which word comes first or last, how many are said: from the transcript's words (`answer.word_facts`).
     (DESCRIBE, 3.5, WORD_FACTS),
+    # How sure Whisper was of its words (`answer.transcript_confidence`); the transcript alone had been the answer.
+    (DESCRIBE, 3.5, CONFIDENCE),
     (DESCRIBE, 3.5, r"\brepeat\b|重复一下|重复一遍"),
     (DESCRIBE, 3.5, r"\blyrics\b|\bwrite down\b|\bwrite out\b|\b(?:give me|show me|get|into|to|as) (?:the )?text\b"
                     r"|歌词|写下来|记下来|抄下来|写出来|转写|听写|几个字|多少字"),
@@ -144,8 +153,8 @@ _CUES: list[tuple[str, float, str]] = [
                 r"|\bhow many times\b|\bhow often\b|\bcount (?:the|how)\b"
                 r"|什么时候|何时|时间|开始|结束|哪里|在哪|位置|找出|找到|定位|几秒|多久|多少次|几次|数一数|数一下"),
 ]
-PRIORITY = [GROUND, PERSON, TRANSLATE, LANGUAGE, LOUDNESS, QUALITY, DURATION, EMOTION, SPEAKER, OPEN, INSTRUMENT, WHEN, MUSIC,
-            DESCRIBE, SOUND]
+PRIORITY = [GROUND, PERSON, TRANSLATE, LANGUAGE, LOUDNESS, QUALITY, DURATION, FORMAT, EMOTION, SPEAKER, OPEN, INSTRUMENT,
+            WHEN, MUSIC, DESCRIBE, SOUND]
 
 # A quoted phrase: closed by ” 」 』 », or by " ' ’ before a space, the end or punctuation (so "don't" opens nothing).
 _QUOTED = re.compile(r"[\"“”«»「」『』'‘’]([^\"“”«»「」『』]+?)(?:[”」』»]|[\"“'‘’](?=\s|$|[?.!,？。！，的]))")

@@ -201,7 +201,8 @@ class LiteModel(Backend):
         question = I.standing_question(question, [plain_text(t.query) for t in conversation.turns[:-1]])
         intent = I.route(question)
         clips = [A.Heard(i, len(decoded), self._hearer(*decoded[i]), self._reporter(*decoded[i]),
-                         self._sound_finder(*decoded[i]), decoded[i][1].duration) for i in picked]
+                         self._sound_finder(*decoded[i]), decoded[i][1].duration, decoded[i][1].source_format)
+                 for i in picked]
         if len(picked) == 1 and len(decoded) > 1:  # "the second audio": answer as for one clip
             clips = [replace(clips[0], index=0, count=1)]
         unknown = A.unknowable(question) if clips else ""

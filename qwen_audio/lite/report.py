@@ -214,6 +214,7 @@ class Report:
     # where it pauses, and its foreground (`frame_levels`).
     quietest_dbfs: float = -180.0
     loudest_dbfs: float = -180.0
+    loudest_second: tuple[float, float, float] = (0.0, 0.0, -180.0)  # (start, end, dBFS) of the loudest 1 s window
 
     @property
     def has_speech(self) -> bool:
@@ -295,6 +296,20 @@ def frame_levels(samples: np.ndarray) -> tuple[float, float]:
     return round(max(-180.0, float(np.percentile(levels, 10))), 1), round(max(-180.0, float(np.percentile(levels, 90))), 1)
 
 
+def loudest_second(samples: np.ndarray, hop: float = 0.1) -> tuple[float, float, float]:
+    """(start, end, dBFS): the 1 s window (the whole clip when shorter), every `hop` seconds, with the highest RMS level."""
+    n, step = min(len(samples), SAMPLE_RATE), max(1, int(hop * SAMPLE_RATE))
+    if n == 0:
+        return 0.0, 0.0, -180.0
+    power = np.concatenate([[0.0], np.cumsum(np.asarray(samples, np.float64) ** 2)])
+    starts = np.arange(0, len(samples) - n + 1, step)
+    means = (power[starts + n] - power[starts]) / n
+    best = int(np.argmax(means))
+    level = 10 * float(np.log10(max(float(means[best]), 1e-18)))
+    start = int(starts[best])
+    return round(start / SAMPLE_RATE, 2), round((start + n) / SAMPLE_RATE, 2), round(max(-180.0, level), 1)
+
+
 def make_report(samples: np.ndarray, hearing: Hearing, tags: Tags, tagged: bool = True) -> Report:
     """The report of float32 [n] 16 kHz `samples`, given what Whisper heard and YAMNet's scores
     (`tagged=False`: no tagger was run, `tags` is empty)."""
@@ -344,7 +359,8 @@ def make_report(samples: np.ndarray, hearing: Hearing, tags: Tags, tagged: bool 
     music_spans = _spans(music_track >= MUSIC_PRESENT, tags) if music >= MUSIC_PRESENT else ()
     quietest, loudest = frame_levels(samples)
     return Report(round(duration, 2), hearing, loud, round(speech, 3), round(music, 3), tuple(sounds), tuple(vocal),
-                  tuple(instruments), tuple(genres), tuple(moods), tagged, voice, top, peak, music_spans, quietest, loudest)
+                  tuple(instruments), tuple(genres), tuple(moods), tagged, voice, top, peak, music_spans, quietest, loudest,
+                  loudest_second(samples))
 
 
 _GENERIC = {"keyboard", "percussion", "brass", "woodwinds", "plucked strings", "strings"}
