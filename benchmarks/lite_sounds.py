@@ -416,5 +416,5 @@ ROUTES = [
     ("Is he a native English speaker?", "language"), ("Is there an echo?", "quality"), ("Is this classical music?", "music"),
     ("Repeat the last sentence.", "describe"), ("Is it mono or stereo?", "format"), ("采样率是多少？", "format"),
     ("What format is this file?", "format"), ("When is it loudest?", "loudness"),
-    ("How confident are you in the transcription?", "describe"), ("转写准确吗？", "describe"),
+    ("How confident are you in the transcription?", "describe"), ("转写准确吗？", "describe"), ("Is it classical?", "music"),
 ]

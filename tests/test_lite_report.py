@@ -99,6 +99,9 @@ def test_how_loud_is_answered_with_the_measured_level_and_what_a_level_cannot_te
     assert text.startswith("The first audio is loud: its level is -6 dBFS on average, peaking at -6 dBFS. "
                            "The second audio is quiet: its level is -40 dBFS")
     assert "cannot be told" in text
+    assert "The first audio is the loudest on average." in A.loudness(clips, question="Which one is louder?")
+    assert "The second audio is the quietest on average." in A.loudness(clips, question="Which clip is the quietest?")
+    assert "第二段音频平均最轻。" in A.loudness(clips, ZH, "哪一段更轻？")
     assert A.loudness(clips[:1], ZH).startswith("第一段音频很响：平均电平-6 dBFS，峰值-6 dBFS。")
     assert [route(q).kind for q in ("How loud is it?", "这个声音有多大？", "他多大了？")] == [LOUDNESS, LOUDNESS, "speaker"]
 
@@ -361,7 +364,8 @@ def test_same_speaker_pauses_file_properties_and_when_a_piece_was_made():
     unbroken = Hearing("transcribe", "Sit down.", "en", 0.9, words, ((0.1, 2.0),), 2.4)
     one = [A.Heard(0, 1, lambda task: unbroken, lambda: report(tags(8, {SPEECH: [0.9] * 8}), unbroken))]
     assert A.when(one, "这段话中间有停顿吗？", ZH) == "语音从<|0.10|>秒到<|2.00|>秒，中间没有停顿。"
-    for q in ("What year is this from?", "Is this from a movie?", "这首曲子是哪一年的？", "What is the speaker's profession?"):
+    for q in ("What year is this from?", "Is this from a movie?", "这首曲子是哪一年的？", "What is the speaker's profession?",
+              "Is he British?", "他是哪国人？"):
         assert A.unknowable(q) == "unknowable", q
     for q in ("Is it mono or stereo?", "What format is this file?", "What is the sample rate?", "采样率是多少？"):
         assert route(q).kind == FORMAT and not A.unknowable(q), q

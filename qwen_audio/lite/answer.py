@@ -867,6 +867,9 @@ _UNKNOWABLE = re.compile(
     r"|\b(?:what|which) (?:year|decade|century|era)\b|\bhow old is (?:this|the) (?:recording|piece|song)\b"
     r"|\bfrom (?:a|which|what) (?:movie|film|show|tv show|series|game|album)\b"
     r"|\b(?:speaker's|his|her|their) (?:profession|job|occupation)\b"
+    r"|\b(?:is|are) (?:he|she|they|the speaker|the person) (?:british|english|american|australian|canadian|irish|scottish"
+    r"|indian|chinese|japanese|korean|french|german|spanish|mexican|italian|russian|a foreigner|foreign)\b"
+    r"|国籍|哪国人|外国人"
     r"|哪一年|什么年代|哪个年代|哪部电影|哪个电影|电影里的|什么职业|做什么工作", re.I)
 
 
@@ -931,6 +934,10 @@ def loudness(clips: Sequence[Heard], p: Phrases = EN, question: str = "") -> str
         a, b, level = r.loudest_second
         if at and not r.silent:
             out.append(p("loudest_second", a=ts(a), b=ts(b), level=round(level)))
+    if len(clips) > 1:  # "Which one is louder?": say which, by the average level
+        quiet = re.search(r"\bquiet|\bsoft|轻|安静|小声", question, re.I) is not None
+        pick = (min if quiet else max)(clips, key=lambda c: c.rep.loudness_dbfs)
+        out.append(p("quietest" if quiet else "loudest", who=_subject(pick, p)))
     return p.sp.join([*out, p("loudness_note")])
 
 

@@ -122,6 +122,9 @@ _CUES: list[tuple[str, float, str]] = [
                       r"|乐器|钢琴|吉他|小提琴|鼓|演奏"),
     (MUSIC, 2.0, r"\bmusic|\bgenre\b|\bsong\b|\bmelody\b|\btempo\b|\bbpm\b|\bbeats? per\b|\bstyle\b"
                  r"|\b(?:this|the|that) (?:piano )?piece\b|音乐|歌|曲|风格|节奏|旋律|节拍"),
+    # A genre by name ("Is it classical?" after "What instrument is this?" had gone to the LLM); "rock" and "pop" are
+    # sounds too, so only with a music word (above).
+    (MUSIC, 2.0, r"\bclassical\b|\bjazz\b|\bhip[- ]hop\b|\bblues\b|\bopera\b|古典|爵士|摇滚|流行音乐|民谣"),
     # A piece's key is not measured (said so, `answer.music`); the LLM had named one ("C major").
     (MUSIC, 3.0, r"\b(?:what|which) key\b|\bin (?:what|which) key\b|\bthe key of (?:the|this|that) (?:music|song|piece)\b"
                  r"|\bmajor or (?:a )?minor\b|\bchords?\b|调性|什么调|哪个调|大调|小调|和弦"),
