@@ -417,4 +417,6 @@ ROUTES = [
     ("Repeat the last sentence.", "describe"), ("Is it mono or stereo?", "format"), ("采样率是多少？", "format"),
     ("What format is this file?", "format"), ("When is it loudest?", "loudness"),
     ("How confident are you in the transcription?", "describe"), ("转写准确吗？", "describe"), ("Is it classical?", "music"),
+    ("他说话的速度快吗？", "emotion"), ("What's the speed of his speech?", "emotion"),
+    ("How many sentences does he say?", "describe"), ("他说了几句话？", "describe"), ("How many notes are played?", "music"),
 ]

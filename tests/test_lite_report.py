@@ -298,8 +298,9 @@ def test_keys_ages_and_how_a_clip_was_made_are_said_to_be_unknown():
     clip = [A.Heard(0, 1, lambda task: None, lambda: r)]
     for q in ("What key is this piece in?", "这首曲子是什么调？", "Is this piece fast or slow?"):
         assert route(q).kind == MUSIC, q
-    assert A.music(clip, question="What key is this piece in?").endswith("cannot say which key the music is in.")
-    assert A.music(clip, ZH, "这首曲子是什么调？").endswith("无法判断音乐是什么调。")
+    assert A.music(clip, question="What key is this piece in?").endswith("cannot say which key the music is in or which "
+                                                                         "notes play.")
+    assert A.music(clip, ZH, "这首曲子是什么调？").endswith("无法判断音乐是什么调、弹了哪些音。")
     assert "key" not in A.music(clip, question="Is there music?")
     assert route("How long is this?").kind == DURATION and route("Does he mention a name?").kind == PERSON
     for q in ("Is this indoors or outdoors?", "这段录音是在室内还是室外？", "Is it a live recording?",
@@ -413,3 +414,32 @@ def test_the_loudest_second_and_how_sure_whisper_was():
                                             'not a measured error rate.')
     assert A.transcript_confidence(talk, ZH).startswith("Whisper对这3个词的平均概率是0.70")
     assert A.transcript_confidence(clip) == "I hear no speech in this audio."
+
+
+def test_sentences_stretches_directions_and_a_pieces_mood_by_its_emotion_word():
+    """'How many sentences?' had been the transcript, 玻璃碎了几次 a span that did not say what it counts, "Where is the
+    sound coming from?" and 他在哪里 the LLM's or the speech's times, "Is it sad?" of a piece 'no speaking voice'."""
+    from qwen_audio.lite import answer as A
+    from qwen_audio.lite.intent import EMOTION, route
+    from qwen_audio.lite.phrases import ZH
+
+    words = (Word("Mr.", 0.1, 0.3, 0.9), Word("Smith", 0.3, 0.6, 0.9), Word("left.", 0.6, 0.9, 0.9), Word("Bye!", 1.0, 1.2, 0.9))
+    heard = Hearing("transcribe", "Mr. Smith left. Bye!", "en", 0.9, words, ((0.0, 1.3),), 1.9)
+    talk = [A.Heard(0, 1, lambda task: heard, lambda: report(tags(8, {SPEECH: [0.9] * 8}), heard))]
+    assert A.word_facts(talk, "How many sentences does he say?").startswith("2 sentences are spoken")  # "Mr." ends none
+    assert A.word_facts(talk, "他说了几句话？", ZH).startswith("按Whisper写的标点，一共说了2句话")
+    assert A.word_facts(talk, "一共说了多少个词？", ZH) == "一共说了4个词。"  # English words, not characters
+    glass = 435
+    twice = [0.9, 0.9, 0.01, 0.01, 0.01, 0.01, 0.9, 0.9]  # a second apart: two stretches (gaps under 0.5 s are joined)
+    broken = [A.Heard(0, 1, lambda task: None, lambda: report(tags(8, {glass: twice})))]
+    said = A.when(broken, "How many times does the glass break?")
+    assert "Breaking glass is heard in two separate stretches; lite counts stretches" in said, said
+    assert "stretch" not in A.when(broken, "When does the glass break?")
+    for q in ("Where is the sound coming from?", "声音是从哪里来的？"):
+        assert A.unknowable(q) == "unknowable_setting", q
+    assert A.unknowable("他在哪里？") == "unknowable" and A.unknowable("Where is he?") == "unknowable"
+    music = 132
+    piece = [A.Heard(0, 1, lambda task: None, lambda: report(tags(8, {music: [0.9] * 8})))]
+    assert route("Is it sad?").kind == EMOTION
+    assert "mood" in A.compose(route("Is it sad?"), "Is it sad?", piece)
+    assert A.compose(route("How many notes are played?"), "How many notes are played?", piece).endswith("which notes play.")

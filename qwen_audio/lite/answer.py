@@ -235,7 +235,7 @@ def instruments(clips: Sequence[Heard], p: Phrases = EN) -> str:
 
 # Tempo is not measured (an onset-autocorrelation estimate was tried and could not be checked): said when asked.
 _TEMPO = re.compile(r"\btempo\b|\bbpm\b|\bbeats? per\b|\bfast\b|\bslow\b|\bspeed\b|\bpace\b|节奏|快慢|速度|节拍|多快", re.I)
-_KEY = re.compile(r"\bkey\b|\bmajor or (?:a )?minor\b|\bchords?\b|调性|什么调|哪个调|大调|小调|和弦", re.I)
+_KEY = re.compile(r"\bkey\b|\bnotes\b|音符|\bmajor or (?:a )?minor\b|\bchords?\b|调性|什么调|哪个调|大调|小调|和弦", re.I)
 _GENRE = re.compile(r"\bclassical\b|\bjazz\b|\brock\b|\bpop\b|\bhip[- ]hop\b|\belectronic\b|\bfolk\b|\bblues\b"
                     r"|古典|爵士|摇滚|流行|民谣|电子|\bgenre|\bstyle\b|\bkind of music\b|\btype of music\b|风格|类型|流派", re.I)
 _MUSIC_WORDS = re.compile(r"\bmusic\b|\bsong\b|\bmelody\b|\bpiece\b|音乐|歌|曲|旋律", re.I)
@@ -342,9 +342,15 @@ def word_facts(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
             out.append(_sentence(where + (p("is_of_no_speech", _label(c, p), what_phrase(r, p)) if len(clips) > 1
                                           else p("no_speech_heard"))))
             continue
+        if re.search(r"\bsentences\b|几句|多少句", low):
+            text = re.sub(r"\b(Mr|Mrs|Ms|Dr|St|Prof|Jr|Sr)\.", r"\1", r.hearing.text.strip())  # "Mr." ends no sentence
+            n = max(1, len(re.findall(r"[^.!?。！？]+[.!?。！？]+", text + ".")))
+            out.append(_sentence(p.pick("sentence_count", n == 1, where=where, n=n)))
+            continue
         if re.search(r"\bhow many words\b|\bnumber of words\b|\bword count\b|\bcount\b|多少个?(?:词|字)|几个(?:词|字)", low):
-            n = len(_HAN.findall(r.hearing.text)) if r.hearing.language in ("zh", "yue", "ja") else len(words)
-            out.append(_sentence(p("word_count", where=where, n=n)))
+            cjk = r.hearing.language in ("zh", "yue", "ja")
+            n = len(_HAN.findall(r.hearing.text)) if cjk else len(words)
+            out.append(_sentence(p("word_count" if cjk else "word_count_words", where=where, n=n)))
             continue
         last = re.search(r"\b(?:last|final)\b|最后|结尾", low) is not None
         w = words[-1] if last else words[0]
@@ -593,6 +599,8 @@ def when(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
     else of every named sound in the clips."""
     if re.search(I.PAUSES, question.lower()):
         return pauses(clips, p)
+    counting = re.search(r"\bhow many times\b|\bhow often\b|\bcount (?:the|how)\b|几次|多少次|数一数|数一下", question,
+                         re.I) is not None
     asked = I.mentioned_sounds(question)
     if asked and any(not c.rep.tagged for c in clips):
         return p("no_tagger", TAGGER_PIP)
@@ -630,6 +638,8 @@ def when(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
             text = _event_times(s, p)
             out.append(where + (text[:1].lower() + text[1:] if where else text))  # "In the first audio, the ..."
             where = ""
+            if counting:  # "How many times does the glass break?": stretches, said to be stretches
+                out.append(_sentence(p.pick("stretches", len(s.spans) == 1, name=p.name(s.name), n=p.number(len(s.spans)))))
     return _sentence(p.sp.join(out))
 
 
@@ -869,7 +879,8 @@ _UNKNOWABLE = re.compile(
     r"|\b(?:speaker's|his|her|their) (?:profession|job|occupation)\b"
     r"|\b(?:is|are) (?:he|she|they|the speaker|the person) (?:british|english|american|australian|canadian|irish|scottish"
     r"|indian|chinese|japanese|korean|french|german|spanish|mexican|italian|russian|a foreigner|foreign)\b"
-    r"|国籍|哪国人|外国人"
+    r"|国籍|哪国人|外国人|(?:他|她|他们|说话的人|说话人)在哪(?:里|儿)[？?]?$"
+    r"|\bwhere (?:is|are) (?:he|she|they|the speaker|the person)\s*[?.!]*$"
     r"|哪一年|什么年代|哪个年代|哪部电影|哪个电影|电影里的|什么职业|做什么工作", re.I)
 
 
@@ -882,7 +893,8 @@ _SETTING = re.compile(
     r"(?:recording|performance)\b|\b(?:is|was) (?:it|this|that|the voice|the speaker|he|she) (?:a )?(?:real|synthetic|"
     r"synthesi[sz]ed|ai[- ]generated|computer[- ]generated|human|robot)\b|\b(?:real|human) or (?:a )?(?:synthetic|fake|ai|"
     r"tts|robot|computer|generated)\b"
-    r"|室内还是室外|室外还是室内|在(?:室内|室外|户外)(?:录|吗)|现场录|录音棚|(?:是不是|是)真人|合成的吗|是不是合成"
+    r"|\bwhere (?:is|was|does|did) (?:the|this|that|it) (?:sound|noise)? ?(?:coming|come) from\b|\bwhich direction\b"
+    r"|(?:声音|它)(?:是)?从哪(?:里|儿)?(?:来|传来)|哪个方向|室内还是室外|室外还是室内|在(?:室内|室外|户外)(?:录|吗)|现场录|录音棚|(?:是不是|是)真人|合成的吗|是不是合成"
     r"|ai生成的吗|机器合成", re.I)
 _AGE = re.compile(r"\bhow old\b|\bage\b|年龄|几岁|多大", re.I)
 
@@ -995,6 +1007,8 @@ def compose(intent: I.Intent, question: str, clips: Sequence[Heard]) -> str:
     if k == I.FORMAT:
         return file_format(clips, p)
     if k == I.EMOTION:
+        if not any(c.rep.has_speech for c in clips) and any(c.rep.has_music for c in clips):
+            return music(clips, p, question)  # "Is it sad?" of a piece: its mood tags, not a voice's cues
         return emotion(clips, p)
     if k == I.SPEAKER:
         return speaker(clips, p, I.asks_speaker_count(question), bool(_AGE.search(question)),

@@ -32,7 +32,8 @@ OPEN = "open"  # anything else: the LLM, told the clips' reports
 
 WHICH_HAS = r"\bwhich (?:clip|audio|one|recording)s? (?:has|have|contains?)\b"  # "Which clip has the glass?"
 WORD_FACTS = (r"\b(?:first|last|final) word\b|\bhow many words\b|\bnumber of words\b|\bcount (?:the |all the )?words\b"
-              r"|\bword count\b|第一个(?:词|字)|最后一个(?:词|字)|多少个?(?:词|字)|几个(?:词|字)")
+              r"|\bhow many sentences\b|几句话|多少句|\bword count\b"
+              r"|第一个(?:词|字)|最后一个(?:词|字)|多少个?(?:词|字)|几个(?:词|字)")
 CONFIDENCE = (r"\bhow (?:confident|sure|accurate|reliable|certain)\b|\bconfidence\b|\baccuracy of (?:the|this|your) transcri"
               r"|准确吗|准确度|有多准|把握|可信")
 PAUSES = r"\bpauses?\b|\bsilences? between\b|\bgaps? between\b|停顿|停了多久|中间(?:的)?(?:空白|静音)"
@@ -80,7 +81,8 @@ _CUES: list[tuple[str, float, str]] = [
                    r"|(?:听起来|他|她)[^？。！?]{0,6}(?:担心|焦虑|紧张|害怕|轻松|沮丧|激动)"),
     # How fast someone speaks is one of the voice cues.
     (EMOTION, 3.5, r"\bhow fast (?:is|does|do) (?:he|she|the speaker|the person|they) (?:talk|speak)|\bspe(?:aking|ech) rate\b"
-                   r"|语速|说话(?:很)?(?:快|慢)|说得(?:很)?(?:快|慢)"),
+                   r"|\bspeed of (?:his|her|their|the) (?:speech|speaking|talking)\b|\bspe(?:aking|ech) speed\b"
+                   r"|语速|说话(?:很)?(?:快|慢)|说得(?:很)?(?:快|慢)|(?:说话|讲话)的?速度"),
     # "多大" asks a speaker's age too (他多大了): a loudness cue outweighs it (声音有多大).
     (LOUDNESS, 3.5, r"\bhow loud\b|\bhow quiet\b|\bloudness\b|\bvolume\b|\bdecibels?\b|\bdbfs\b|\blouder\b|\bquieter\b"
                     r"|\b(?:is|was) (?:it|this|that|the (?:sound|noise|audio|clip|music)) (?:very |too )?(?:loud|quiet)\b"
@@ -126,7 +128,8 @@ _CUES: list[tuple[str, float, str]] = [
     # sounds too, so only with a music word (above).
     (MUSIC, 2.0, r"\bclassical\b|\bjazz\b|\bhip[- ]hop\b|\bblues\b|\bopera\b|古典|爵士|摇滚|流行音乐|民谣"),
     # A piece's key is not measured (said so, `answer.music`); the LLM had named one ("C major").
-    (MUSIC, 3.0, r"\b(?:what|which) key\b|\bin (?:what|which) key\b|\bthe key of (?:the|this|that) (?:music|song|piece)\b"
+    (MUSIC, 3.0, r"\bhow many notes\b|\b(?:what|which) notes\b|音符"
+                 r"|\b(?:what|which) key\b|\bin (?:what|which) key\b|\bthe key of (?:the|this|that) (?:music|song|piece)\b"
                  r"|\bmajor or (?:a )?minor\b|\bchords?\b|调性|什么调|哪个调|大调|小调|和弦"),
     (SOUND, 1.5, r"\bsounds?\b|\bnoise\b|\bwhat is (?:it|this|that)\b|\bwhat's (?:it|this|that)\b|\bwhat happened\b"
                  r"|\bhear\b|\bheard\b"

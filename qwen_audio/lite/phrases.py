@@ -128,7 +128,8 @@ EN = Phrases("en", {
     "no_mood": "The tagger gives it no mood tag (it has six: happy, sad, tender, exciting, angry and scary music), so I "
                "cannot say which mood it has.",
     "no_tempo": "The lite model does not measure tempo, so it cannot say how fast the music is.",
-    "no_key": "The lite model does not measure key or chords, so it cannot say which key the music is in.",
+    "no_key": ("The lite model does not measure key, chords or notes, so it cannot say which key the music is in or "
+               "which notes play."),
     "quality_levels": "{who} is at {mean} dBFS on average, peaking at {peak} dBFS{clip}.",
     "quality_clipped": " (full scale: it may be clipped)",
     "quality_digital": "Between its sounds there is digital silence: no background noise at all.",
@@ -154,7 +155,11 @@ EN = Phrases("en", {
     "word_prob": '"{0}" ({1})',
     "confidence_note": "These are Whisper's own probabilities, not a measured error rate.",
     "last_word": '{where}the last word is "{word}", from {a} to {b} seconds.',
-    "word_count": "{where}{n} words are spoken.",
+    "word_count": "{where}{n} words are spoken.", "word_count_words": "{where}{n} words are spoken.",
+    "sentence_count": ("{where}one sentence is spoken, by its punctuation as Whisper wrote it.",
+                       "{where}{n} sentences are spoken, by their punctuation as Whisper wrote it."),
+    "stretches": ("{name} is heard in one stretch; lite counts stretches of a sound, not each event within one.",
+                  "{name} is heard in {n} separate stretches; lite counts stretches of a sound, not each event within one."),
     "says": "the speech says: {0}",
     "no_speech_in_it": "and I hear no speech in it",
     "label_says": "{0} says {1}",
@@ -175,9 +180,9 @@ EN = Phrases("en", {
     "unknowable": ("Who is playing or speaking, who wrote a piece and what it is called, where someone is from, and "
                    "where or when it was recorded cannot be told from the sound itself: only what is said in it can "
                    "tell that."),
-    "unknowable_setting": ("Whether it was recorded indoors or outdoors, live or in a studio, and whether a voice is a real "
-                           "person's or synthetic, the lite model cannot tell: it names the speech, music and sounds in a "
-                           "clip, not where or how it was made."),
+    "unknowable_setting": ("Whether it was recorded indoors or outdoors, live or in a studio, where a sound comes from, and "
+                           "whether a voice is a real person's or synthetic, the lite model cannot tell: it names the speech, "
+                           "music and sounds in a clip (heard in mono), not where or how it was made."),
     "accent_note": ("Whisper names the language only: the lite model does not tell accents or dialects apart, nor judge "
                     "pronunciation or fluency."),
     "same_speaker": "The lite model does not tell voices apart, so it cannot say whether the same person speaks.",
@@ -355,7 +360,7 @@ ZH = Phrases("zh", {
     "no_genre": "标注器没有给出风格标签，所以我无法说出它的风格。",
     "no_mood": "标注器没有给出音乐情绪标签（它有六种：欢快、悲伤、温柔、激动、愤怒和恐怖的音乐），所以我无法判断它的情绪。",
     "no_tempo": "lite模型不测量节奏，所以无法判断音乐的快慢。",
-    "no_key": "lite模型不测量调性或和弦，所以无法判断音乐是什么调。",
+    "no_key": "lite模型不测量调性、和弦或音符，所以无法判断音乐是什么调、弹了哪些音。",
     "quality_levels": "{who}平均电平{mean} dBFS，峰值{peak} dBFS{clip}。",
     "quality_clipped": "（已到满幅，可能有削波）",
     "quality_digital": "声音之间是数字静音：完全没有背景噪音。",
@@ -380,7 +385,10 @@ ZH = Phrases("zh", {
     "word_prob": '"{0}"（{1}）',
     "confidence_note": "这些是Whisper自己给出的概率，不是测得的错误率。",
     "last_word": '{where}最后一个词是"{word}"，从{a}秒到{b}秒。',
-    "word_count": "{where}一共说了{n}个字。",
+    "word_count": "{where}一共说了{n}个字。", "word_count_words": "{where}一共说了{n}个词。",
+    "sentence_count": ("{where}按Whisper写的标点，一共说了一句话。", "{where}按Whisper写的标点，一共说了{n}句话。"),
+    "stretches": ("{name}出现在一段连续的时间里；lite数的是连续出现的段数，不是其中每一次。",
+                  "{name}出现在{n}段分开的时间里；lite数的是连续出现的段数，不是其中每一次。"),
     "says": "语音内容是{0}",
     "no_speech_in_it": "这段音频里没有听到说话声",
     "label_says": "{0}说的是{1}",
@@ -400,8 +408,8 @@ ZH = Phrases("zh", {
     "heard_as": '转写里这里是"{0}"。',
     "unknowable": ("是谁在演奏或说话、作品是谁写的、叫什么名字、说话的人是哪里人、在哪里或什么时候录制的，单凭声音无法判断："
                    "只有音频里说到的内容才能说明。"),
-    "unknowable_setting": ("是在室内还是室外、现场还是录音棚录制的，声音是真人还是合成的，lite模型无法判断："
-                           "它只识别音频里的语音、音乐和声音，不判断录制的场所和方式。"),
+    "unknowable_setting": ("是在室内还是室外、现场还是录音棚录制的，声音从哪里传来，声音是真人还是合成的，lite模型无法判断："
+                           "它只识别音频里的语音、音乐和声音（按单声道听），不判断录制的场所和方式。"),
     "accent_note": "Whisper只能识别语言：lite模型不能区分口音或方言，也不评价发音或流利程度。",
     "same_speaker": "lite模型不能区分不同的说话人，所以无法判断是不是同一个人在说话。",
     "word_span": '"{phrase}"开始于{a}秒，结束于{b}秒。',
