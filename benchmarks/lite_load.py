@@ -62,8 +62,19 @@ print(json.dumps(out), flush=True)
 """
 
 
+def busy_processes(n: int) -> list[subprocess.Popen]:
+    """`n` processes that each keep a core busy (pure Python loops); `stop` ends them."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for h in processes:
+        h.kill()
+        h.wait()
+
+
 def run(busy: int, threads: int, tokens: int, limit: float) -> str:
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+    hogs = busy_processes(busy)
     try:
         time.sleep(2.0 if busy else 0.0)  # let the load show in /proc/stat before lite sizes its threads
         t = time.perf_counter()
@@ -78,9 +89,7 @@ def run(busy: int, threads: int, tokens: int, limit: float) -> str:
         return (f"busy {busy} | cpu_threads {threads} (used {r['threads']}) | load {r['load']:.1f} s | "
                 f"transcript {r['transcript']:.1f} s | open answer {r['open']:.1f} s | whole {time.perf_counter() - t:.1f} s")
     finally:
-        for h in hogs:
-            h.kill()
-            h.wait()
+        stop(hogs)
 
 
 def run_after(busy: int, threads: int, tokens: int, limit: float) -> str:
@@ -92,7 +101,7 @@ def run_after(busy: int, threads: int, tokens: int, limit: float) -> str:
     try:
         if child.stdout.readline().strip() != "ready":
             return f"busy {busy} after load | cpu_threads {threads} | failed: {child.stderr.read().strip()[-300:]}"
-        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+        hogs = busy_processes(busy)
         time.sleep(2.0)
         child.stdin.write("go\n")
         child.stdin.flush()
@@ -104,11 +113,7 @@ def run_after(busy: int, threads: int, tokens: int, limit: float) -> str:
         return (f"busy {busy} after load | cpu_threads {threads} | pool at load {r['threads_at_load']}, "
                 f"for the answer {r['threads']} | open answer {r['open']:.1f} s")
     finally:
-        for h in hogs:
-            h.kill()
-            h.wait()
-        child.kill()
-        child.wait()
+        stop([*hogs, child])
 
 
 def main() -> None:

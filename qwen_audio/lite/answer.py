@@ -329,56 +329,58 @@ def describe(clips: Sequence[Heard], subject: str = "speech", p: Phrases = EN) -
 _HAN = re.compile(r"[\u3400-\u9fff]")
 
 
+def _no_words(c: Heard, n: int, p: Phrases) -> str:
+    """The sentence for a clip with no words to answer from ('I hear no speech in this audio.'); '' when it has them."""
+    r = c.rep
+    if r.has_speech and r.hearing.words:
+        return ""
+    return _sentence(_where(c, n, p) + (p("is_of_no_speech", _label(c, p), what_phrase(r, p)) if n > 1
+                                         else p("no_speech_heard")))
+
+
+def _from_words(clips: Sequence[Heard], p: Phrases, answer: Callable[[Heard, str, tuple], str]) -> list[str]:
+    """Each clip's `answer(clip, where, words)` from its timed words, or the sentence that it has none (`_no_words`)."""
+    n = len(clips)
+    return [_no_words(c, n, p) or answer(c, _where(c, n, p), c.rep.hearing.words) for c in clips]
+
+
 def word_facts(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
     """'The first word is "Mr.", from <|0.54|> to <|0.80|> seconds.', the last word, or how many words are spoken (Han
-    characters for Chinese speech), from the transcript's timed words; the transcript answer where no one speaks."""
+    characters for Chinese speech) or sentences, from the transcript's timed words; that no one speaks where no one does."""
     low = question.lower()
-    out = []
-    for c in clips:
-        r = c.rep
-        where = _where(c, len(clips), p)
-        words = r.hearing.words
-        if not r.has_speech or not words:
-            out.append(_sentence(where + (p("is_of_no_speech", _label(c, p), what_phrase(r, p)) if len(clips) > 1
-                                          else p("no_speech_heard"))))
-            continue
+
+    def one(c: Heard, where: str, words: tuple) -> str:
+        hearing = c.rep.hearing
         if re.search(r"\bsentences\b|几句|多少句", low):
-            text = re.sub(r"\b(Mr|Mrs|Ms|Dr|St|Prof|Jr|Sr)\.", r"\1", r.hearing.text.strip())  # "Mr." ends no sentence
+            text = re.sub(r"\b(Mr|Mrs|Ms|Dr|St|Prof|Jr|Sr)\.", r"\1", hearing.text.strip())  # "Mr." ends no sentence
             n = max(1, len(re.findall(r"[^.!?。！？]+[.!?。！？]+", text + ".")))
-            out.append(_sentence(p.pick("sentence_count", n == 1, where=where, n=n)))
-            continue
+            return _sentence(p.pick("sentence_count", n == 1, where=where, n=n))
         if re.search(r"\bhow many words\b|\bnumber of words\b|\bword count\b|\bcount\b|多少个?(?:词|字)|几个(?:词|字)", low):
-            cjk = r.hearing.language in ("zh", "yue", "ja")
-            n = len(_HAN.findall(r.hearing.text)) if cjk else len(words)
-            out.append(_sentence(p("word_count" if cjk else "word_count_words", where=where, n=n)))
-            continue
+            cjk = hearing.language in ("zh", "yue", "ja")
+            n = len(_HAN.findall(hearing.text)) if cjk else len(words)
+            return _sentence(p("word_count" if cjk else "word_count_words", where=where, n=n))
         last = re.search(r"\b(?:last|final)\b|最后|结尾", low) is not None
         w = words[-1] if last else words[0]
         word = w.text.strip(" ,!?;:。，！？；：、\"'“”")
         if not re.fullmatch(r"[A-Z][a-z]{0,3}\.", word):  # "Mr." keeps its stop; a sentence's last word does not
             word = word.rstrip(".")
-        out.append(_sentence(p("last_word" if last else "first_word", where=where, word=word, a=ts(w.start), b=ts(w.end))))
-    return p.sp.join(out)
+        return _sentence(p("last_word" if last else "first_word", where=where, word=word, a=ts(w.start), b=ts(w.end)))
+
+    return p.sp.join(_from_words(clips, p, one))
 
 
 def transcript_confidence(clips: Sequence[Heard], p: Phrases = EN) -> str:
     """How sure Whisper was of its words: their mean probability and the two it was least sure of (its own token
     probabilities, not a measured error rate)."""
-    out = []
-    for c in clips:
-        r = c.rep
-        where = _where(c, len(clips), p)
-        words = r.hearing.words
-        if not r.has_speech or not words:
-            out.append(_sentence(where + (p("is_of_no_speech", _label(c, p), what_phrase(r, p)) if len(clips) > 1
-                                          else p("no_speech_heard"))))
-            continue
+
+    def one(c: Heard, where: str, words: tuple) -> str:
         mean = sum(w.prob for w in words) / len(words)
         least = sorted(words, key=lambda w: w.prob)[:2]
         unsure = p.join([p("word_prob", w.text.strip(" ,.!?;:。，！？；：、\"'“”"), f"{w.prob:.2f}") for w in least])
-        out.append(_sentence(p("confidence", where=where, mean=f"{mean:.2f}", n=len(words), unsure=unsure)))
+        return _sentence(p("confidence", where=where, mean=f"{mean:.2f}", n=len(words), unsure=unsure))
+
     said = any(c.rep.has_speech and c.rep.hearing.words for c in clips)
-    return p.sp.join([*out, *([p("confidence_note")] if said else [])])
+    return p.sp.join([*_from_words(clips, p, one), *([p("confidence_note")] if said else [])])
 
 
 def _says(clips: Sequence[Heard], p: Phrases = EN) -> str:
