@@ -49,6 +49,9 @@ def _idle_ticks(cpus: set[int]) -> tuple[int, int]:
     return idle, total
 
 
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc/stat's unit (USER_HZ)
+
+
 def _cpus() -> set[int]:
     return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
 
@@ -119,5 +122,3 @@ def cores_free_since(mark: CpuMark | None, min_s: float = 0.2) -> int | None:
     own_ticks = (now.own_s - mark.own_s) * _TICKS_PER_S
     return _free_share(now.idle - mark.idle, total, own_ticks, n)
 
-
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc/stat's unit (USER_HZ)
