@@ -601,8 +601,7 @@ def when(clips: Sequence[Heard], question: str, p: Phrases = EN) -> str:
     else of every named sound in the clips."""
     if re.search(I.PAUSES, question.lower()):
         return pauses(clips, p)
-    counting = re.search(r"\bhow many times\b|\bhow often\b|\bcount (?:the|how)\b|几次|多少次|数一数|数一下", question,
-                         re.I) is not None
+    counting = re.search(I.COUNTING, question.lower()) is not None
     asked = I.mentioned_sounds(question)
     if asked and any(not c.rep.tagged for c in clips):
         return p("no_tagger", TAGGER_PIP)

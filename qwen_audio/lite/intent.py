@@ -36,6 +36,8 @@ WORD_FACTS = (r"\b(?:first|last|final) word\b|\bhow many words\b|\bnumber of wor
               r"|第一个(?:词|字)|最后一个(?:词|字)|多少个?(?:词|字)|几个(?:词|字)")
 CONFIDENCE = (r"\bhow (?:confident|sure|accurate|reliable|certain)\b|\bconfidence\b|\baccuracy of (?:the|this|your) transcri"
               r"|准确吗|准确度|有多准|把握|可信")
+# How many times a sound is heard: WHEN's cue, and its answer says in how many stretches (`answer.when`).
+COUNTING = r"\bhow many times\b|\bhow often\b|\bcount (?:the|how)\b|多少次|几次|数一数|数一下"
 PAUSES = r"\bpauses?\b|\bsilences? between\b|\bgaps? between\b|停顿|停了多久|中间(?:的)?(?:空白|静音)"
 _ACCENT = (r"\baccents?\b|\bdialect\b|\bnative (?:\w+ )?speaker\b|\bpronunciation\b|\bpronounce\b|\bfluen(?:t|cy)\b|发音|流利"
            r"|\b(?:british|american|australian|irish|scottish) or\b|口音|方言")
@@ -156,8 +158,7 @@ _CUES: list[tuple[str, float, str]] = [
     (WHEN, 2.0, r"\bwhen\b|\bwhat time\b|\bat what point\b|\btimestamps?\b|\bstart(?:s|ing)? (?:time|at)\b"
                 r"|\bend(?:s|ing)? (?:time|at)\b"
                 r"|\bfind\b|\blocate\b|\bwhere\b|\bseconds\b|\bhow long\b"
-                r"|\bhow many times\b|\bhow often\b|\bcount (?:the|how)\b"
-                r"|什么时候|何时|时间|开始|结束|哪里|在哪|位置|找出|找到|定位|几秒|多久|多少次|几次|数一数|数一下"),
+                r"|什么时候|何时|时间|开始|结束|哪里|在哪|位置|找出|找到|定位|几秒|多久|" + COUNTING),
 ]
 PRIORITY = [GROUND, PERSON, TRANSLATE, LANGUAGE, LOUDNESS, QUALITY, DURATION, FORMAT, EMOTION, SPEAKER, OPEN, INSTRUMENT,
             WHEN, MUSIC, DESCRIBE, SOUND]
