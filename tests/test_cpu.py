@@ -79,3 +79,11 @@ def test_cores_free_since_reads_this_machine():
     assert mark is not None
     time.sleep(0.25)
     assert 1 <= cpu.cores_free_since(mark) <= len(os.sched_getaffinity(0))
+
+
+def test_without_proc_stat_no_mark_is_taken_and_the_pool_is_kept(monkeypatch):
+    def missing(_):
+        raise OSError("no /proc/stat")
+
+    monkeypatch.setattr(cpu, "_idle_ticks", missing)
+    assert cpu.cpu_mark() is None and cpu.cores_free_since(cpu.cpu_mark()) is None
